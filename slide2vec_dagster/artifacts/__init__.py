@@ -1,0 +1,1 @@
+"""Writers and readers of every artifact file (payloads, sidecars, previews, process list, config)."""

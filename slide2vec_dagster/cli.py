@@ -1,0 +1,152 @@
+"""``slide2vec-dagster``: check a config, register a cohort, materialise it, run the demo."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from slide2vec_dagster.config import CONFIG_ENV_VAR, ConfigError, PlatformConfig, default_config_path, load_config
+from slide2vec_dagster.layout import OutputLayout
+from slide2vec_dagster.manifest import ManifestError, read_manifests
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def ensure_dagster_home() -> Path:
+    """$DAGSTER_HOME, defaulting to ./.dagster_home, with the repository's dagster.yaml in it."""
+    home = Path(os.environ.get("DAGSTER_HOME") or Path.cwd() / ".dagster_home").absolute()
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ["DAGSTER_HOME"] = str(home)
+    instance_yaml = home / "dagster.yaml"
+    template = REPO_ROOT / "dagster.yaml"
+    if not instance_yaml.exists() and template.exists():
+        shutil.copyfile(template, instance_yaml)
+    return home
+
+
+def _load(args: argparse.Namespace) -> PlatformConfig:
+    path = Path(args.config) if args.config else default_config_path()
+    os.environ[CONFIG_ENV_VAR] = str(path.absolute())  # runs and `dagster dev` see the same config
+    return load_config(path)
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = _load(args)
+    slides = read_manifests(config.manifests)
+    print(f"config {config.source_path}: OK")
+    print(f"  manifests: {len(config.manifests)} file(s), {len(slides)} slide(s)")
+    for name in config.pipelines:
+        print(f"  pipeline {name}: output_dir {config.output_dir(name)}")
+    return 0
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    from dagster import DagsterInstance
+
+    from slide2vec_dagster.defs.partitions import register
+
+    config = _load(args)
+    ensure_dagster_home()
+    with DagsterInstance.get() as instance:
+        new_samples, new_patients = register(instance, read_manifests(config.manifests))
+    print(f"registered {len(new_samples)} new sample_id and {len(new_patients)} new patient_id partition(s)")
+    return 0
+
+
+def cmd_materialize(args: argparse.Namespace) -> int:
+    from dagster import DagsterInstance
+
+    from slide2vec_dagster.artifacts.process_list import read_rows
+    from slide2vec_dagster.defs.build import build_definitions
+    from slide2vec_dagster.defs.partitions import register
+
+    config = _load(args)
+    home = ensure_dagster_home()
+    slides = read_manifests(config.manifests)
+    pipelines = args.pipeline or list(config.pipelines)
+    unknown = [p for p in pipelines if p not in config.pipelines]
+    if unknown:
+        print(f"unknown pipeline(s) {unknown}; the config defines {list(config.pipelines)}", file=sys.stderr)
+        return 2
+    samples = args.sample or list(slides)
+    missing = [s for s in samples if s not in slides]
+    if missing:
+        print(f"sample_id(s) {missing} are in no manifest of {config.source_path}", file=sys.stderr)
+        return 2
+    defs = build_definitions(config)
+    failures = 0
+    with DagsterInstance.get() as instance:
+        new_samples, _ = register(instance, slides)
+        print(f"DAGSTER_HOME={home}: {len(new_samples)} new sample partition(s) registered")
+        for pipeline in pipelines:
+            job = defs.resolve_job_def(f"{pipeline}_tiling")
+            for sample_id in samples:
+                started = time.perf_counter()
+                result = job.execute_in_process(
+                    partition_key=sample_id,
+                    instance=instance,
+                    raise_on_error=False,
+                    tags={"slide2vec/trigger": "cli"},
+                    run_config={"loggers": {"console": {"config": {"log_level": args.log_level}}}},
+                )
+                row = read_rows(OutputLayout(config.output_dir(pipeline)).process_list).get(sample_id, {})
+                status = row.get("status", "done" if result.success else "failed")
+                detail = f"{row.get('num_tiles', '?')} tiles" if result.success else row.get("error", "see the run log")
+                print(f"  {pipeline}/{sample_id}: {status:7s} {detail}  ({time.perf_counter() - started:.1f} s, run {result.run_id[:8]})")
+                failures += 0 if result.success else 1
+    for pipeline in pipelines:
+        print(f"outputs of {pipeline}: {config.output_dir(pipeline)}")
+    if failures:
+        print(f"{failures} partition(s) failed; see process_list.csv and the runs in the UI", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    args.config = args.config or str(REPO_ROOT / "demo" / "config.yaml")
+    code = cmd_materialize(args)
+    print(
+        "\nOpen the UI:  DAGSTER_HOME=$PWD/.dagster_home "
+        f"{CONFIG_ENV_VAR}={Path(args.config).absolute()} dagster dev -h 127.0.0.1 -p 3000\n"
+        "then browse http://127.0.0.1:3000 (Assets -> demo)."
+    )
+    return code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="slide2vec-dagster", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, handler, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--config", help=f"platform config YAML (default: ${CONFIG_ENV_VAR} or demo/config.yaml)")
+        p.set_defaults(handler=handler)
+        return p
+
+    add("check-config", cmd_check_config, "validate the platform config and its manifests")
+    add("register", cmd_register, "register the manifests' sample_id / patient_id partitions")
+    for name, handler, text in (
+        ("materialize", cmd_materialize, "tile the manifests' slides (one run per slide and pipeline)"),
+        ("demo", cmd_demo, "materialise the demo cohort of tests/data into outputs/"),
+    ):
+        p = add(name, handler, text)
+        p.add_argument("--pipeline", action="append", help="only this pipeline (repeatable)")
+        p.add_argument("--sample", action="append", help="only this sample_id (repeatable)")
+        p.add_argument("--log-level", default="WARNING", help="Dagster console log level of the runs (default WARNING)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except (ConfigError, ManifestError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

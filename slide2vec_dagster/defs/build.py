@@ -1,0 +1,39 @@
+"""Assemble the Definitions from the platform config: the one place the Dagster layer is put together."""
+
+from __future__ import annotations
+
+from dagster import AssetSelection, Definitions, define_asset_job, in_process_executor
+
+from slide2vec_dagster.config import PlatformConfig
+from slide2vec_dagster.defs.io_managers import Slide2vecIOManager
+from slide2vec_dagster.defs.partitions import sample_partitions
+from slide2vec_dagster.defs.resources import PlatformResource
+from slide2vec_dagster.defs.sensors import build_cohort_sensor
+from slide2vec_dagster.defs.tiling_assets import IO_MANAGER_KEY, build_tiling_assets, tiling_asset_keys
+
+
+def build_definitions(config: PlatformConfig) -> Definitions:
+    if config.source_path is None:
+        raise ValueError("build_definitions needs a config loaded with load_config (its file path is used by runs)")
+    config_path = str(config.source_path)
+    assets = [build_tiling_assets(pipeline, config) for pipeline in config.pipelines]
+    jobs = [
+        define_asset_job(
+            f"{pipeline}_tiling",
+            selection=AssetSelection.assets(*tiling_asset_keys(pipeline, config)),
+            partitions_def=sample_partitions,
+            description=f"Tile slides and render previews for pipeline {pipeline!r}",
+        )
+        for pipeline in config.pipelines
+    ]
+    return Definitions(
+        assets=assets,
+        jobs=jobs,
+        sensors=[build_cohort_sensor(config)],
+        resources={
+            "platform": PlatformResource(config_path=config_path),
+            IO_MANAGER_KEY: Slide2vecIOManager(config_path=config_path),
+        },
+        # Each run holds one slide and one step; a subprocess per step would only add start-up time.
+        executor=in_process_executor,
+    )

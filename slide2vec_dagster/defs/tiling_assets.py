@@ -1,0 +1,110 @@
+"""Per pipeline P: ``P/coordinates``, ``P/mask_preview`` and ``P/tiling_preview``, partitioned by sample_id.
+
+One step computes all three (segmentation is shared); each is its own asset written by the IO manager.
+"""
+
+
+from collections.abc import Iterator
+from typing import Any
+
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    AssetOut,
+    AssetsDefinition,
+    BackfillPolicy,
+    Failure,
+    MetadataValue,
+    Output,
+    multi_asset,
+)
+
+from slide2vec_dagster.artifacts import process_list
+from slide2vec_dagster.artifacts.config_file import write_config_yaml
+from slide2vec_dagster.config import PlatformConfig
+from slide2vec_dagster.defs.partitions import sample_partitions
+from slide2vec_dagster.defs.resources import PlatformResource
+from slide2vec_dagster.slide_tiling import describe, tile_sample
+
+IO_MANAGER_KEY = "slide2vec_io"
+
+
+def tiling_asset_keys(pipeline: str, config: PlatformConfig) -> list[AssetKey]:
+    preview = config.pipelines[pipeline].tiling.preview
+    names = ["coordinates"]
+    names += ["mask_preview"] if preview.save_mask_preview else []
+    names += ["tiling_preview"] if preview.save_tiling_preview else []
+    return [AssetKey([pipeline, name]) for name in names]
+
+
+def build_tiling_assets(pipeline: str, config: PlatformConfig) -> AssetsDefinition:
+    pipeline_config = config.pipelines[pipeline]
+    outs = {
+        key.path[-1]: AssetOut(
+            key=key,
+            io_manager_key=IO_MANAGER_KEY,
+            is_required=key.path[-1] == "coordinates",
+            group_name=pipeline,
+            code_version=pipeline_config.fingerprint(),
+            description={
+                "coordinates": "Tile origins (level-0 px, row-major) and the tiling sidecar: tiles/<sample_id>.coordinates.*",
+                "mask_preview": "Tissue contours drawn on a low-resolution copy of the slide: preview/mask/<sample_id>.png",
+                "tiling_preview": "Every kept tile outlined on the slide: preview/tiling/<sample_id>.png",
+            }[key.path[-1]],
+            kinds={"numpy"} if key.path[-1] == "coordinates" else {"png"},
+        )
+        for key in tiling_asset_keys(pipeline, config)
+    }
+
+    @multi_asset(
+        name=f"{pipeline}__tiling",
+        outs=outs,
+        partitions_def=sample_partitions,
+        can_subset=True,
+        # One slide per run: a bad slide fails its own run and partition, never its neighbours'.
+        backfill_policy=BackfillPolicy.multi_run(1),
+        op_tags={"slide2vec/pipeline": pipeline},
+    )
+    def tiling(context: AssetExecutionContext, platform: PlatformResource) -> Iterator[Output[Any]]:
+        sample_id = context.partition_key
+        layout = platform.layout(pipeline)
+        entry = None
+        try:
+            entry = platform.slide(sample_id)
+            outcome = tile_sample(entry, platform.config().pipelines[pipeline], layout, run_id=context.run_id)
+        except Exception as exc:
+            error = process_list.format_error(exc)
+            write_config_yaml(layout.config_yaml, platform.config().resolved_pipeline(pipeline))
+            process_list.update(
+                layout.process_list,
+                sample_id,
+                "failed",
+                error,
+                image_path=entry.image_path if entry else "",
+                run_id=context.run_id,
+            )
+            raise Failure(
+                description=f"sample {sample_id!r} failed: {error}",
+                metadata={"sample_id": sample_id, "error": error, "process_list": MetadataValue.path(str(layout.process_list))},
+            ) from exc
+        context.log.info(
+            f"{sample_id}: {outcome.status}, {outcome.n_tiles} tiles with the {describe(outcome)['backend']} reader"
+        )
+        selected = context.selected_output_names
+        # Previews first: the coordinates writer then records their paths in process_list.csv.
+        for name, image in (("mask_preview", outcome.mask_preview), ("tiling_preview", outcome.tiling_preview)):
+            if name in selected and (image is not None or outcome.status == "skipped"):
+                if outcome.status == "skipped" and not _on_disk(layout, name, sample_id):
+                    continue
+                yield Output(image, output_name=name)
+        if "coordinates" in selected:
+            meta = describe(outcome)
+            meta["image_path"] = MetadataValue.path(str(entry.image_path))
+            yield Output(outcome, output_name="coordinates", metadata=meta)
+
+    return tiling
+
+
+def _on_disk(layout: Any, name: str, sample_id: str) -> bool:
+    path = layout.mask_preview(sample_id) if name == "mask_preview" else layout.tiling_preview(sample_id)
+    return path.exists()

@@ -1,0 +1,115 @@
+"""The one small interface every slide reader implements.
+
+Readers know pixels and pyramid geometry; they do not know about tiling, manifests or Dagster.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+class SlideOpenError(RuntimeError):
+    """A slide could not be opened by a reader (missing, unreadable, unsupported format)."""
+
+
+class MissingSpacingError(ValueError):
+    """Neither the slide file nor the manifest gives the level-0 spacing."""
+
+
+@dataclass(frozen=True)
+class PyramidInfo:
+    """Geometry of a slide pyramid as the reader sees it.
+
+    ``level_dimensions[i]`` is ``(width, height)``; ``level_downsamples[i]`` is the x downsample
+    (level-0 width / level width), the convention OpenSlide and slide2vec use.
+    """
+
+    level_dimensions: tuple[tuple[int, int], ...]
+    level_downsamples: tuple[float, ...]
+    native_spacing_um: float | None
+
+    @property
+    def dimensions(self) -> tuple[int, int]:
+        return self.level_dimensions[0]
+
+    @property
+    def level_count(self) -> int:
+        return len(self.level_dimensions)
+
+
+class SlideReader(ABC):
+    """Read-only access to one whole-slide image.
+
+    Subclasses set ``backend`` and fill ``info`` when opened. ``read_region`` takes level-0 pixel
+    coordinates for the top-left corner and a size in pixels *at the requested level*, and returns
+    an RGB ``uint8`` array of shape ``(height, width, 3)``. Areas outside the slide read as white.
+    """
+
+    backend: str = ""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.info: PyramidInfo
+        # Filled by ``open_slide``: level-0 µm/px after the manifest override, and what was asked for.
+        self.base_spacing_um: float = float("nan")
+        self.requested_backend: str = self.backend
+        self.spacing_override: float | None = None
+
+    @abstractmethod
+    def read_region(self, x: int, y: int, level: int, width: int, height: int) -> np.ndarray: ...
+
+    def read_level(self, level: int) -> np.ndarray:
+        """The whole of one pyramid level as RGB ``uint8`` (only sensible for small levels)."""
+        width, height = self.info.level_dimensions[level]
+        return self.read_region(0, 0, level, width, height)
+
+    def close(self) -> None:  # noqa: B027 - optional hook, most readers hold no handle worth closing
+        """Release file handles."""
+
+    def __enter__(self) -> SlideReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # Convenience accessors used throughout the tiling code.
+    @property
+    def dimensions(self) -> tuple[int, int]:
+        return self.info.dimensions
+
+    @property
+    def level_downsamples(self) -> tuple[float, ...]:
+        return self.info.level_downsamples
+
+    @property
+    def level_dimensions(self) -> tuple[tuple[int, int], ...]:
+        return self.info.level_dimensions
+
+
+def white_padded(region: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Pad a short read (tile hanging over the slide edge) with white to ``(height, width, 3)``."""
+    if region.shape[0] == height and region.shape[1] == width:
+        return region
+    canvas = np.full((height, width, 3), 255, dtype=np.uint8)
+    h, w = min(height, region.shape[0]), min(width, region.shape[1])
+    canvas[:h, :w] = region[:h, :w]
+    return canvas
+
+
+def to_rgb_uint8(array: np.ndarray) -> np.ndarray:
+    """Normalise a decoded region to RGB uint8: drop alpha (composited on white), expand gray."""
+    if array.ndim == 2:
+        array = np.repeat(array[:, :, None], 3, axis=2)
+    if array.shape[2] == 4:
+        alpha = array[:, :, 3:4].astype(np.float32) / 255.0
+        rgb = array[:, :, :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha)
+        array = np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+    elif array.shape[2] > 4 or array.shape[2] == 2:
+        array = array[:, :, :3] if array.shape[2] > 3 else np.repeat(array[:, :, :1], 3, axis=2)
+    if array.dtype != np.uint8:
+        array = np.clip(array, 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(array)

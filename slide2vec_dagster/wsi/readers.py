@@ -1,0 +1,332 @@
+"""Concrete slide readers: cuCIM, OpenSlide and tifffile, and the ``auto`` choice between them."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+
+from slide2vec_dagster.wsi.base import (
+    MissingSpacingError,
+    PyramidInfo,
+    SlideOpenError,
+    SlideReader,
+    to_rgb_uint8,
+)
+
+AUTO_ORDER = ("cucim", "openslide", "tifffile")
+# Masks are label rasters (often single-channel deflate TIFFs): tifffile decodes their values exactly,
+# where cuCIM falls back to a slow RGBA path for them.
+MASK_AUTO_ORDER = ("tifffile", "openslide", "cucim")
+BACKENDS = AUTO_ORDER
+
+_APERIO_MPP = re.compile(r"\|\s*MPP\s*=\s*([0-9.eE+-]+)")
+
+
+def _positive_float(value: object) -> float | None:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return number if np.isfinite(number) and number > 0 else None
+
+
+def aperio_mpp(description: str | None) -> float | None:
+    """The ``MPP = x`` entry of an Aperio ImageDescription, if present."""
+    if not description:
+        return None
+    match = _APERIO_MPP.search(description)
+    return _positive_float(match.group(1)) if match else None
+
+
+def _clip_read(
+    x: int, y: int, width: int, height: int, downsample: float, level_size: tuple[int, int]
+) -> tuple[int, int, int, int, int, int]:
+    """Intersect a level-space read with the level bounds.
+
+    Returns ``(level_x, level_y, read_w, read_h, paste_x, paste_y)`` where the read starts at
+    ``(level_x, level_y)`` in level pixels and lands at ``(paste_x, paste_y)`` in the output canvas.
+    """
+    level_x, level_y = int(np.floor(x / downsample)), int(np.floor(y / downsample))
+    paste_x, paste_y = max(0, -level_x), max(0, -level_y)
+    start_x, start_y = max(0, level_x), max(0, level_y)
+    end_x = min(level_size[0], level_x + width)
+    end_y = min(level_size[1], level_y + height)
+    return start_x, start_y, max(0, end_x - start_x), max(0, end_y - start_y), paste_x, paste_y
+
+
+class CuCIMReader(SlideReader):
+    """cuCIM's CuImage reader. Works on the CPU; reads SVS and generic tiled TIFF (not NDPI, DICOM)."""
+
+    backend = "cucim"
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__(path)
+        try:
+            from cucim import CuImage
+        except ImportError as exc:  # pragma: no cover - depends on the installation
+            raise SlideOpenError(
+                "cuCIM is not installed; install it with `pip install --no-deps cucim-cu13 lazy-loader` "
+                "or choose tiling.backend: openslide"
+            ) from exc
+        if self.path.suffix.lower() in {".ndpi", ".dcm", ".mrxs", ".vms", ".scn"} or self.path.is_dir():
+            raise SlideOpenError(f"cuCIM does not read {self.path.suffix or 'directory'} slides")
+        try:
+            self._image = CuImage(str(self.path))
+        except Exception as exc:  # noqa: BLE001 - cuCIM raises bare RuntimeError/ValueError types
+            raise SlideOpenError(f"cuCIM could not open {self.path}: {exc}") from exc
+        resolutions = self._image.resolutions
+        dims = tuple((int(w), int(h)) for w, h in resolutions["level_dimensions"])
+        self.info = PyramidInfo(
+            level_dimensions=dims,
+            level_downsamples=tuple(dims[0][0] / w for w, _ in dims),
+            native_spacing_um=self._native_spacing(),
+        )
+
+    def _native_spacing(self) -> float | None:
+        metadata = self._image.metadata
+        aperio = metadata.get("aperio", {}) if isinstance(metadata, dict) else {}
+        # cuCIM reports [1, 1, 1] for Aperio files; the real value is in the MPP tag.
+        if "MPP" in aperio:
+            return _positive_float(aperio["MPP"])
+        units = list(self._image.spacing_units())
+        spacing = list(self._image.spacing())
+        dims = self._image.dims
+        if "X" in dims and units[dims.index("X")] in {"micrometer", "micron", "um", "µm"}:
+            return _positive_float(spacing[dims.index("X")])
+        return None
+
+    def read_region(self, x: int, y: int, level: int, width: int, height: int) -> np.ndarray:
+        downsample = self.info.level_downsamples[level]
+        sx, sy, rw, rh, px, py = _clip_read(x, y, width, height, downsample, self.info.level_dimensions[level])
+        if rw <= 0 or rh <= 0:
+            return np.full((height, width, 3), 255, dtype=np.uint8)
+        lv0_x, lv0_y = int(round(sx * downsample)), int(round(sy * downsample))
+        region = to_rgb_uint8(np.asarray(self._image.read_region((lv0_x, lv0_y), (rw, rh), level)))
+        if (px, py, rw, rh) == (0, 0, width, height):
+            return region
+        canvas = np.full((height, width, 3), 255, dtype=np.uint8)
+        canvas[py : py + rh, px : px + rw] = region
+        return canvas
+
+    def close(self) -> None:
+        close = getattr(self._image, "close", None)
+        if close is not None:
+            close()
+
+
+def _dicom_entry(path: Path) -> Path:
+    """OpenSlide opens a DICOM WSI from any one file of its series; accept the folder too."""
+    if path.is_dir():
+        files = sorted(path.glob("*.dcm"))
+        if not files:
+            raise SlideOpenError(f"{path} is a directory without .dcm files")
+        return files[0]
+    return path
+
+
+class OpenSlideReader(SlideReader):
+    """OpenSlide (openslide-bin): SVS, NDPI, DICOM, MRXS, generic TIFF, ..."""
+
+    backend = "openslide"
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__(path)
+        try:
+            import openslide
+        except ImportError as exc:  # pragma: no cover
+            raise SlideOpenError("openslide-python is not installed: `pip install openslide-python openslide-bin`") from exc
+        try:
+            self._slide = openslide.OpenSlide(str(_dicom_entry(self.path)))
+        except Exception as exc:  # noqa: BLE001 - OpenSlideError, OSError, ...
+            raise SlideOpenError(f"OpenSlide could not open {self.path}: {exc}") from exc
+        props = self._slide.properties
+        spacing = _positive_float(props.get("openslide.mpp-x")) or aperio_mpp(props.get("tiff.ImageDescription"))
+        dims = tuple((int(w), int(h)) for w, h in self._slide.level_dimensions)
+        self.info = PyramidInfo(
+            level_dimensions=dims,
+            level_downsamples=tuple(dims[0][0] / w for w, _ in dims),
+            native_spacing_um=spacing,
+        )
+        self._lock = threading.Lock()
+
+    def read_region(self, x: int, y: int, level: int, width: int, height: int) -> np.ndarray:
+        # OpenSlide pads outside the slide with transparent pixels; to_rgb_uint8 composites on white.
+        image = self._slide.read_region((int(x), int(y)), level, (int(width), int(height)))
+        return to_rgb_uint8(np.asarray(image))
+
+    def close(self) -> None:
+        self._slide.close()
+
+
+def _tiff_resolution_um(page: object) -> float | None:
+    tags = page.tags  # type: ignore[attr-defined]
+    if "XResolution" not in tags or "ResolutionUnit" not in tags:
+        return None
+    numerator, denominator = tags["XResolution"].value
+    pixels_per_unit = numerator / denominator if denominator else 0
+    unit = int(tags["ResolutionUnit"].value)
+    um_per_unit = {2: 25_400.0, 3: 10_000.0}.get(unit)  # inch, centimetre; 1 = no absolute unit
+    if not um_per_unit or pixels_per_unit <= 1:
+        return None
+    return _positive_float(um_per_unit / pixels_per_unit)
+
+
+class TiffFileReader(SlideReader):
+    """tifffile: decodes only the tiles or strips a read touches (no whole-level decode)."""
+
+    backend = "tifffile"
+    _CACHE_SEGMENTS = 64
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__(path)
+        import tifffile
+
+        try:
+            self._tiff = tifffile.TiffFile(str(self.path))
+            series = self._tiff.series[0]
+            self._pages = [level.pages[0] if hasattr(level, "pages") else level for level in series.levels]
+        except Exception as exc:  # noqa: BLE001 - TiffFileError, OSError, ...
+            raise SlideOpenError(f"tifffile could not open {self.path}: {exc}") from exc
+        if not self._pages or self._pages[0].ndim not in (2, 3):
+            raise SlideOpenError(f"tifffile: {self.path} has no 2-D image series")
+        dims = tuple((int(p.imagewidth), int(p.imagelength)) for p in self._pages)
+        first = self._pages[0]
+        spacing = aperio_mpp(first.description) if self._tiff.is_svs else None
+        spacing = spacing or _tiff_resolution_um(first)
+        self.info = PyramidInfo(
+            level_dimensions=dims,
+            level_downsamples=tuple(dims[0][0] / w for w, _ in dims),
+            native_spacing_um=spacing,
+        )
+        self._lock = threading.Lock()
+        self._cache: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
+
+    def _segment(self, level: int, index: int) -> np.ndarray:
+        key = (level, index)
+        with self._lock:
+            cached = self._cache.get(key)
+            if cached is not None:
+                self._cache.move_to_end(key)
+                return cached
+            page = self._pages[level]
+            handle = self._tiff.filehandle
+            handle.seek(page.dataoffsets[index])
+            data = handle.read(page.databytecounts[index])
+        segment, _, _ = page.decode(data, index, jpegtables=page.jpegtables, jpegheader=page.jpegheader)
+        segment = to_rgb_uint8(np.asarray(segment).reshape(segment.shape[-3:]))
+        with self._lock:
+            self._cache[key] = segment
+            while len(self._cache) > self._CACHE_SEGMENTS:
+                self._cache.popitem(last=False)
+        return segment
+
+    def read_region(self, x: int, y: int, level: int, width: int, height: int) -> np.ndarray:
+        page = self._pages[level]
+        downsample = self.info.level_downsamples[level]
+        sx, sy, rw, rh, px, py = _clip_read(x, y, width, height, downsample, self.info.level_dimensions[level])
+        canvas = np.full((height, width, 3), 255, dtype=np.uint8)
+        if rw <= 0 or rh <= 0:
+            return canvas
+        if len(page.dataoffsets) == 1 and not page.is_tiled:
+            whole = self._segment(level, 0)
+            canvas[py : py + rh, px : px + rw] = whole[sy : sy + rh, sx : sx + rw]
+            return canvas
+        seg_h, seg_w = int(page.chunks[0]), int(page.chunks[1])
+        n_cols = int(page.chunked[1])
+        for row in range(sy // seg_h, (sy + rh - 1) // seg_h + 1):
+            for col in range(sx // seg_w, (sx + rw - 1) // seg_w + 1):
+                segment = self._segment(level, row * n_cols + col)
+                # Intersection of the segment with the requested window, in level pixels.
+                top, left = max(sy, row * seg_h), max(sx, col * seg_w)
+                bottom = min(sy + rh, row * seg_h + segment.shape[0])
+                right = min(sx + rw, col * seg_w + segment.shape[1])
+                if bottom <= top or right <= left:
+                    continue
+                canvas[py + top - sy : py + bottom - sy, px + left - sx : px + right - sx] = segment[
+                    top - row * seg_h : bottom - row * seg_h, left - col * seg_w : right - col * seg_w
+                ]
+        return canvas
+
+    def close(self) -> None:
+        self._tiff.close()
+
+
+READER_CLASSES: dict[str, type[SlideReader]] = {
+    "cucim": CuCIMReader,
+    "openslide": OpenSlideReader,
+    "tifffile": TiffFileReader,
+}
+
+
+def _probe(reader: SlideReader) -> None:
+    """Decode a few pixels of the smallest level: a reader that opens but cannot decode is no choice."""
+    level = reader.info.level_count - 1
+    width, height = reader.info.level_dimensions[level]
+    reader.read_region(0, 0, level, min(width, 16), min(height, 16))
+
+
+def open_reader(path: str | Path, backend: str = "auto", auto_order: tuple[str, ...] = AUTO_ORDER) -> SlideReader:
+    """Open ``path`` with ``backend``; ``auto`` tries ``auto_order`` (cucim, openslide, tifffile) and
+    keeps the first reader that opens the file and decodes pixels."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"slide file not found: {path}; check image_path in the manifest")
+    if backend != "auto":
+        if backend not in READER_CLASSES:
+            raise ValueError(f"unknown slide backend {backend!r}; choose one of auto, {', '.join(BACKENDS)}")
+        return READER_CLASSES[backend](path)
+    failures: list[str] = []
+    for name in auto_order:
+        try:
+            reader = READER_CLASSES[name](path)
+        except SlideOpenError as exc:
+            failures.append(f"{name}: {exc}")
+            continue
+        try:
+            _probe(reader)
+        except Exception as exc:  # noqa: BLE001 - any decode failure means: try the next reader
+            reader.close()
+            failures.append(f"{name}: opened but could not decode pixels ({type(exc).__name__}: {exc})")
+            continue
+        return reader
+    raise SlideOpenError(
+        f"no reader could open {path} ({'; '.join(failures)}); check that the file is a whole-slide image "
+        "and not truncated, or set tiling.backend to a reader that supports its format"
+    )
+
+
+def open_slide(path: str | Path, backend: str = "auto", spacing_override: float | None = None) -> SlideReader:
+    """Open a slide and resolve its level-0 spacing (the manifest's override wins over the file).
+
+    The returned reader carries ``base_spacing_um``, ``requested_backend`` and ``spacing_override``.
+    """
+    reader = open_reader(path, backend)
+    native = reader.info.native_spacing_um
+    if spacing_override is None and native is None:
+        reader.close()
+        raise MissingSpacingError(
+            f"{path}: the slide file has no level-0 spacing (µm/px) that the {reader.backend} reader can "
+            "find; add the slide's spacing in the manifest column spacing_at_level_0 "
+            "(for example 0.25 for a 40x or 0.5 for a 20x scan)"
+        )
+    reader.base_spacing_um = float(spacing_override if spacing_override is not None else native)
+    reader.requested_backend = backend
+    reader.spacing_override = spacing_override
+    return reader
+
+
+__all__ = [
+    "AUTO_ORDER",
+    "MASK_AUTO_ORDER",
+    "BACKENDS",
+    "CuCIMReader",
+    "OpenSlideReader",
+    "TiffFileReader",
+    "aperio_mpp",
+    "open_reader",
+    "open_slide",
+]
