@@ -96,7 +96,8 @@ def cmd_materialize(args: argparse.Namespace) -> int:
                 row = read_rows(OutputLayout(config.output_dir(pipeline)).process_list).get(sample_id, {})
                 status = row.get("status", "done" if result.success else "failed")
                 detail = f"{row.get('num_tiles', '?')} tiles" if result.success else row.get("error", "see the run log")
-                print(f"  {pipeline}/{sample_id}: {status:7s} {detail}  ({time.perf_counter() - started:.1f} s, run {result.run_id[:8]})")
+                elapsed = time.perf_counter() - started
+                print(f"  {pipeline}/{sample_id}: {status:7s} {detail}  ({elapsed:.1f} s, run {result.run_id[:8]})")
                 failures += 0 if result.success else 1
     for pipeline in pipelines:
         print(f"outputs of {pipeline}: {config.output_dir(pipeline)}")

@@ -95,9 +95,7 @@ def load_config(path: str | Path) -> PlatformConfig:
     """Read, validate and resolve a platform config; relative paths resolve against its folder."""
     path = Path(path).absolute()
     if not path.is_file():
-        raise ConfigError(
-            f"platform config not found: {path}; pass --config or set {CONFIG_ENV_VAR} to a YAML file"
-        )
+        raise ConfigError(f"platform config not found: {path}; pass --config or set {CONFIG_ENV_VAR} to a YAML file")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:

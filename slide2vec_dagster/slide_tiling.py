@@ -50,7 +50,9 @@ def inputs_fingerprint(entry: SlideEntry, pipeline: PipelineConfig) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def _reusable(entry: SlideEntry, pipeline: PipelineConfig, layout: OutputLayout, fingerprint: str) -> TilingOutcome | None:
+def _reusable(
+    entry: SlideEntry, pipeline: PipelineConfig, layout: OutputLayout, fingerprint: str
+) -> TilingOutcome | None:
     """The outputs already on disk, if they are complete and were made from the same inputs."""
     npz, meta_path = layout.coordinates_npz(entry.sample_id), layout.coordinates_meta(entry.sample_id)
     if not (npz.exists() and meta_path.exists()):
@@ -156,4 +158,3 @@ def describe(outcome: TilingOutcome) -> dict[str, Any]:
         "read_tile_size_px": tiling.get("read_tile_size_px"),
         "tile_size_lv0": tiling.get("tile_size_lv0"),
     }
-

@@ -12,7 +12,7 @@ import csv
 import fcntl
 import io
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from slide2vec_dagster.artifacts import atomic
@@ -68,7 +68,7 @@ def update(path: Path, sample_id: str, status: str, error: str = "", **fields: o
     row = {column: "" for column in COLUMNS}
     row.update({key: "" if value is None else str(value) for key, value in fields.items()})
     row.update(sample_id=sample_id, status=status, error=error)
-    row["updated_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    row["updated_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     with _locked(path):
         rows = read_rows(path)
         rows[sample_id] = row

@@ -112,9 +112,13 @@ class Slide2vecIOManager(ConfigurableIOManager):
         loaded: dict[str, Any] = {}
         for sample_id in _partition_keys(context):
             if artifact == "coordinates":
-                loaded[sample_id] = read_coordinates(layout.coordinates_npz(sample_id), layout.coordinates_meta(sample_id))
+                loaded[sample_id] = read_coordinates(
+                    layout.coordinates_npz(sample_id), layout.coordinates_meta(sample_id)
+                )
             elif artifact in PREVIEW_ARTIFACTS:
-                path = layout.mask_preview(sample_id) if artifact == "mask_preview" else layout.tiling_preview(sample_id)
+                path = (
+                    layout.mask_preview(sample_id) if artifact == "mask_preview" else layout.tiling_preview(sample_id)
+                )
                 with Image.open(path) as image:
                     loaded[sample_id] = np.asarray(image.convert("RGB"))
             else:

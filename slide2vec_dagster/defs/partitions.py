@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dagster import DynamicPartitionsDefinition, DagsterInstance
+from dagster import DagsterInstance, DynamicPartitionsDefinition
 
 from slide2vec_dagster.manifest import SlideEntry, patients_of
 

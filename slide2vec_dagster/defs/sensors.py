@@ -1,10 +1,17 @@
 """The cohort sensor: registers new slides (and patients) of the manifests as partitions and asks
 for their tiling runs. A cursor of manifest stamps makes an unchanged manifest cost one ``stat``."""
 
-
 import json
 
-from dagster import DefaultSensorStatus, RunRequest, SensorDefinition, SensorEvaluationContext, SensorResult, SkipReason, sensor
+from dagster import (
+    DefaultSensorStatus,
+    RunRequest,
+    SensorDefinition,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    sensor,
+)
 
 from slide2vec_dagster.config import PlatformConfig
 from slide2vec_dagster.defs.partitions import patient_partitions, sample_partitions, unregistered
@@ -22,7 +29,7 @@ def build_cohort_sensor(config: PlatformConfig) -> SensorDefinition:
         "requests the tiling of every new slide for every pipeline.",
     )
     def cohort_sensor(context: SensorEvaluationContext) -> SensorResult | SkipReason:
-        stamps = json.dumps([[str(p), *s] for p, s in zip(config.manifests, manifest_stamps(config.manifests))])
+        stamps = json.dumps([[str(p), *s] for p, s in zip(config.manifests, manifest_stamps(config.manifests), strict=True)])
         if context.cursor == stamps:
             return SkipReason("manifests unchanged since the last evaluation")
         # A broken manifest raises here: the tick fails with the message naming the file and row,

@@ -3,7 +3,6 @@
 One step computes all three (segmentation is shared); each is its own asset written by the IO manager.
 """
 
-
 from collections.abc import Iterator
 from typing import Any
 
@@ -27,6 +26,11 @@ from slide2vec_dagster.defs.resources import PlatformResource
 from slide2vec_dagster.slide_tiling import describe, tile_sample
 
 IO_MANAGER_KEY = "slide2vec_io"
+DESCRIPTIONS = {
+    "coordinates": "Tile origins (level-0 px, row-major) and the tiling sidecar: tiles/<sample_id>.coordinates.*",
+    "mask_preview": "Tissue contours drawn on a low-resolution copy of the slide: preview/mask/<sample_id>.png",
+    "tiling_preview": "Every kept tile outlined on the slide: preview/tiling/<sample_id>.png",
+}
 
 
 def tiling_asset_keys(pipeline: str, config: PlatformConfig) -> list[AssetKey]:
@@ -46,11 +50,7 @@ def build_tiling_assets(pipeline: str, config: PlatformConfig) -> AssetsDefiniti
             is_required=key.path[-1] == "coordinates",
             group_name=pipeline,
             code_version=pipeline_config.fingerprint(),
-            description={
-                "coordinates": "Tile origins (level-0 px, row-major) and the tiling sidecar: tiles/<sample_id>.coordinates.*",
-                "mask_preview": "Tissue contours drawn on a low-resolution copy of the slide: preview/mask/<sample_id>.png",
-                "tiling_preview": "Every kept tile outlined on the slide: preview/tiling/<sample_id>.png",
-            }[key.path[-1]],
+            description=DESCRIPTIONS[key.path[-1]],
             kinds={"numpy"} if key.path[-1] == "coordinates" else {"png"},
         )
         for key in tiling_asset_keys(pipeline, config)
@@ -66,7 +66,15 @@ def build_tiling_assets(pipeline: str, config: PlatformConfig) -> AssetsDefiniti
         op_tags={"slide2vec/pipeline": pipeline},
     )
     def tiling(context: AssetExecutionContext, platform: PlatformResource) -> Iterator[Output[Any]]:
-        sample_id = context.partition_key
+        # Backfill runs carry a partition range even for one slide: read the keys, not partition_key.
+        keys = context.partition_keys
+        if len(keys) != 1:
+            raise Failure(
+                description=f"this run covers {len(keys)} slides ({keys[0]} .. {keys[-1]}); tiling runs cover one "
+                "slide each so that a bad slide fails only its own partition: launch a backfill (one run per "
+                "slide) instead of a single ranged run"
+            )
+        sample_id = keys[0]
         layout = platform.layout(pipeline)
         entry = None
         try:
@@ -85,7 +93,11 @@ def build_tiling_assets(pipeline: str, config: PlatformConfig) -> AssetsDefiniti
             )
             raise Failure(
                 description=f"sample {sample_id!r} failed: {error}",
-                metadata={"sample_id": sample_id, "error": error, "process_list": MetadataValue.path(str(layout.process_list))},
+                metadata={
+                    "sample_id": sample_id,
+                    "error": error,
+                    "process_list": MetadataValue.path(str(layout.process_list)),
+                },
             ) from exc
         context.log.info(
             f"{sample_id}: {outcome.status}, {outcome.n_tiles} tiles with the {describe(outcome)['backend']} reader"

@@ -29,7 +29,7 @@ MASK_LEVEL_TOLERANCE = 0.01
 # Mask file spacing may disagree with the slide-derived spacing by at most this much.
 MASK_SPACING_FAIL = 0.05
 # Strip height (level pixels) for parallel reads of the segmentation level.
-_STRIP_PX = 1024
+_STRIP_PX = 512
 
 
 def segment_tissue(image: np.ndarray, seg: SegParams) -> np.ndarray:

@@ -76,7 +76,7 @@ class CuCIMReader(SlideReader):
             raise SlideOpenError(f"cuCIM does not read {self.path.suffix or 'directory'} slides")
         try:
             self._image = CuImage(str(self.path))
-        except Exception as exc:  # noqa: BLE001 - cuCIM raises bare RuntimeError/ValueError types
+        except Exception as exc:
             raise SlideOpenError(f"cuCIM could not open {self.path}: {exc}") from exc
         resolutions = self._image.resolutions
         dims = tuple((int(w), int(h)) for w, h in resolutions["level_dimensions"])
@@ -104,7 +104,7 @@ class CuCIMReader(SlideReader):
         sx, sy, rw, rh, px, py = _clip_read(x, y, width, height, downsample, self.info.level_dimensions[level])
         if rw <= 0 or rh <= 0:
             return np.full((height, width, 3), 255, dtype=np.uint8)
-        lv0_x, lv0_y = int(round(sx * downsample)), int(round(sy * downsample))
+        lv0_x, lv0_y = round(sx * downsample), round(sy * downsample)
         region = to_rgb_uint8(np.asarray(self._image.read_region((lv0_x, lv0_y), (rw, rh), level)))
         if (px, py, rw, rh) == (0, 0, width, height):
             return region
@@ -138,10 +138,12 @@ class OpenSlideReader(SlideReader):
         try:
             import openslide
         except ImportError as exc:  # pragma: no cover
-            raise SlideOpenError("openslide-python is not installed: `pip install openslide-python openslide-bin`") from exc
+            raise SlideOpenError(
+                "openslide-python is not installed: `pip install openslide-python openslide-bin`"
+            ) from exc
         try:
             self._slide = openslide.OpenSlide(str(_dicom_entry(self.path)))
-        except Exception as exc:  # noqa: BLE001 - OpenSlideError, OSError, ...
+        except Exception as exc:
             raise SlideOpenError(f"OpenSlide could not open {self.path}: {exc}") from exc
         props = self._slide.properties
         spacing = _positive_float(props.get("openslide.mpp-x")) or aperio_mpp(props.get("tiff.ImageDescription"))
@@ -189,7 +191,7 @@ class TiffFileReader(SlideReader):
             self._tiff = tifffile.TiffFile(str(self.path))
             series = self._tiff.series[0]
             self._pages = [level.pages[0] if hasattr(level, "pages") else level for level in series.levels]
-        except Exception as exc:  # noqa: BLE001 - TiffFileError, OSError, ...
+        except Exception as exc:
             raise SlideOpenError(f"tifffile could not open {self.path}: {exc}") from exc
         if not self._pages or self._pages[0].ndim not in (2, 3):
             raise SlideOpenError(f"tifffile: {self.path} has no 2-D image series")
@@ -288,7 +290,7 @@ def open_reader(path: str | Path, backend: str = "auto", auto_order: tuple[str, 
             continue
         try:
             _probe(reader)
-        except Exception as exc:  # noqa: BLE001 - any decode failure means: try the next reader
+        except Exception as exc:
             reader.close()
             failures.append(f"{name}: opened but could not decode pixels ({type(exc).__name__}: {exc})")
             continue
@@ -321,8 +323,8 @@ def open_slide(path: str | Path, backend: str = "auto", spacing_override: float 
 
 __all__ = [
     "AUTO_ORDER",
-    "MASK_AUTO_ORDER",
     "BACKENDS",
+    "MASK_AUTO_ORDER",
     "CuCIMReader",
     "OpenSlideReader",
     "TiffFileReader",

@@ -1,0 +1,70 @@
+"""The cohort sensor registers new partitions, requests their runs, and costs nothing when unchanged."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from dagster import SensorResult, SkipReason, build_sensor_context, instance_for_test
+
+from slide2vec_dagster.config import load_config
+from slide2vec_dagster.defs.build import build_definitions
+from slide2vec_dagster.manifest import ManifestError
+from tests.dagster_helpers import DATA, GOOD_ROWS, write_manifest, write_platform_config
+
+
+def _evaluate(sensor, instance, cursor):
+    result = sensor(build_sensor_context(instance=instance, cursor=cursor))
+    if isinstance(result, SensorResult):
+        # Only the daemon applies partition requests; do what it does.
+        for request in result.dynamic_partitions_requests or []:
+            instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+    return result
+
+
+def test_sensor_registers_new_slides_once(tmp_path: Path):
+    manifest = write_manifest(tmp_path / "cohort.csv", GOOD_ROWS)
+    config = load_config(write_platform_config(tmp_path, ["cohort.csv"]))
+    sensor = build_definitions(config).resolve_sensor_def("cohort_sensor")
+    with instance_for_test() as instance:
+        first = _evaluate(sensor, instance, None)
+        assert isinstance(first, SensorResult)
+        assert instance.get_dynamic_partitions("sample_id") == ["001", "002"]
+        assert instance.get_dynamic_partitions("patient_id") == ["pa"]
+        assert sorted(r.partition_key for r in first.run_requests) == ["001", "002"]
+        assert {k.to_user_string() for k in first.run_requests[0].asset_selection} == {
+            "p1/coordinates",
+            "p1/mask_preview",
+            "p1/tiling_preview",
+        }
+
+        # Unchanged manifest: skipped without reading it.
+        second = _evaluate(sensor, instance, first.cursor)
+        assert isinstance(second, SkipReason)
+
+        # A new row: only the new slide is registered and requested.
+        rows = [
+            *GOOD_ROWS,
+            {"sample_id": "003", "image_path": str(DATA / "CMU-1-Small-Region.svs"), "patient_id": "pc"},
+        ]
+        write_manifest(manifest, rows)
+        third = _evaluate(sensor, instance, first.cursor)
+        assert isinstance(third, SensorResult)
+        assert [r.partition_key for r in third.run_requests] == ["003"]
+        assert instance.get_dynamic_partitions("sample_id") == ["001", "002", "003"]
+        assert instance.get_dynamic_partitions("patient_id") == ["pa", "pc"]
+
+        # Removing rows never deletes partitions.
+        write_manifest(manifest, GOOD_ROWS[:1])
+        fourth = _evaluate(sensor, instance, third.cursor)
+        assert isinstance(fourth, SensorResult) and fourth.run_requests == []
+        assert instance.get_dynamic_partitions("sample_id") == ["001", "002", "003"]
+
+
+def test_sensor_reports_a_broken_manifest(tmp_path: Path):
+    manifest = write_manifest(tmp_path / "cohort.csv", GOOD_ROWS)
+    config = load_config(write_platform_config(tmp_path, ["cohort.csv"]))
+    sensor = build_definitions(config).resolve_sensor_def("cohort_sensor")
+    manifest.write_text("sample_id,image_path\n001,a.svs\n001,b.svs\n", encoding="utf-8")
+    with instance_for_test() as instance, pytest.raises(ManifestError, match="duplicate sample_id '001'"):
+        sensor(build_sensor_context(instance=instance, cursor=None))
