@@ -62,8 +62,14 @@ def main(job_path: str, out_path: str) -> int:
         warnings.simplefilter("ignore")
         for i in range(warmup + repeats):
             t0 = time.perf_counter()
-            result = tile_slide(spec, tiling=tiling, segmentation=segmentation, filtering=filtering,
-                                masks=mask_sampling, num_workers=int(job.get("workers", 1)))
+            result = tile_slide(
+                spec,
+                tiling=tiling,
+                segmentation=segmentation,
+                filtering=filtering,
+                masks=mask_sampling,
+                num_workers=int(job.get("workers", 1)),
+            )
             if i >= warmup:  # the first run pays one-off costs (imports, codec setup, page cache)
                 times.append(time.perf_counter() - t0)
     if isinstance(result, dict):  # annotation sampling: only a single 'tissue' label is compared

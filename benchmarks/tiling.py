@@ -44,7 +44,12 @@ _QC_ALL = {"filter_white": True, "filter_black": True, "filter_grayspace": True,
 PARAM_SETS: dict[str, dict] = {
     "default": {"params": {"requested_spacing_um": 0.5, "requested_tile_size_px": 224}},
     "r1-T256-tol07-ov25-otsu": {
-        "params": {"requested_spacing_um": 1.0, "requested_tile_size_px": 256, "tolerance": 0.07, "overlap": 0.25},
+        "params": {
+            "requested_spacing_um": 1.0,
+            "requested_tile_size_px": 256,
+            "tolerance": 0.07,
+            "overlap": 0.25,
+        },
         "seg_params": {"method": "otsu"},
     },
     "r025-T224-threshold": {
@@ -52,7 +57,12 @@ PARAM_SETS: dict[str, dict] = {
         "seg_params": {"method": "threshold"},
     },
     "r05-T256-tol07-ov25-qc": {
-        "params": {"requested_spacing_um": 0.5, "requested_tile_size_px": 256, "tolerance": 0.07, "overlap": 0.25},
+        "params": {
+            "requested_spacing_um": 0.5,
+            "requested_tile_size_px": 256,
+            "tolerance": 0.07,
+            "overlap": 0.25,
+        },
         "filter_params": dict(_QC_ALL),
     },
     "r1-T224-otsu-qc-white": {
@@ -61,7 +71,12 @@ PARAM_SETS: dict[str, dict] = {
         "filter_params": {"filter_white": True, "filter_black": True, "qc_spacing_um": 4.0},
     },
     "r05-T224-tol07-ov50-at1-cov05": {
-        "params": {"requested_spacing_um": 0.5, "requested_tile_size_px": 224, "tolerance": 0.07, "overlap": 0.5},
+        "params": {
+            "requested_spacing_um": 0.5,
+            "requested_tile_size_px": 224,
+            "tolerance": 0.07,
+            "overlap": 0.5,
+        },
         "filter_params": {"a_t": 1},
         "masks": {"min_coverage": {"background": None, "tissue": 0.5}},
     },
@@ -86,8 +101,13 @@ def _child_ours(job_path: str, out_path: str) -> int:
         # A mask needs no spacing of its own: its size relative to the slide decides.
         mask_reader = open_reader(job["mask_path"], "auto") if job.get("mask_path") else None
         try:
-            result = tile_slide(reader, reader.base_spacing_um, cfg, mask_reader=mask_reader,
-                                workers=int(job.get("workers", 2)))
+            result = tile_slide(
+                reader,
+                reader.base_spacing_um,
+                cfg,
+                mask_reader=mask_reader,
+                workers=int(job.get("workers", 2)),
+            )
         finally:
             reader.close()
             if mask_reader is not None:
@@ -200,8 +220,10 @@ def make_large(size: str, cache: Path) -> Path:
         if gen is None:
             raise SystemExit("--large needs make_large_wsi.py (benchmarks/ or /work/shared/tools/)")
         print(f"[setup] writing {out} ({w}x{h} px, 0.25 um/px)", flush=True)
-        subprocess.run([sys.executable, str(gen), str(out), "--size", str(w), str(h), "--mpp", "0.25", "--seed", "3"],
-                       check=True)
+        subprocess.run(
+            [sys.executable, str(gen), str(out), "--size", str(w), str(h), "--mpp", "0.25", "--seed", "3"],
+            check=True,
+        )
     return out
 
 
@@ -228,16 +250,19 @@ def hs2p_job(case: dict, cfg: dict, backend: str, repeats: int, workers: int, tm
         "params": cfg["params"],
         "seg_params": cfg["seg_params"],
         "filter_params": fp,
-        "masks": {"pixel_mapping": masks["pixel_mapping"], "colors": None,
-                  "min_coverage": {k: v for k, v in masks["min_coverage"].items() if v is not None}},
+        "masks": {
+            "pixel_mapping": masks["pixel_mapping"],
+            "colors": None,
+            "min_coverage": {k: v for k, v in masks["min_coverage"].items() if v is not None},
+        },
         "repeats": repeats,
         "workers": workers,
     }
 
 
 def compare(ours: dict, ref: dict) -> tuple[int, int, int]:
-    a = {(int(x), int(y)): f for x, y, f in zip(ours["x"], ours["y"], ours["tissue_fractions"])}
-    b = {(int(x), int(y)): f for x, y, f in zip(ref["x"], ref["y"], ref["tissue_fractions"])}
+    a = {(int(x), int(y)): f for x, y, f in zip(ours["x"], ours["y"], ours["tissue_fractions"], strict=True)}
+    b = {(int(x), int(y)): f for x, y, f in zip(ref["x"], ref["y"], ref["tissue_fractions"], strict=True)}
     only_a, only_b = len(a.keys() - b.keys()), len(b.keys() - a.keys())
     diff_f = sum(1 for k in a.keys() & b.keys() if a[k] != b[k])
     return only_a, only_b, diff_f
@@ -271,9 +296,11 @@ def main(argv: list[str] | None = None) -> int:
     hs2p_py = ensure_hs2p(args.hs2p_python)
     cases = slide_cases(paths)
     rows = []
-    header = (f"{'slide':38s} {'params':30s} {'ours s':>7s} {'hs2p s':>7s} {'ratio':>6s} {'tiles/s':>9s} "
-              f"{'read%':>6s} {'MB ours':>8s} {'MB hs2p':>8s} {'n ours':>7s} {'n hs2p':>7s} "
-              f"{'+ours':>6s} {'+hs2p':>6s} {'frac≠':>6s}  result")
+    header = (
+        f"{'slide':38s} {'params':30s} {'ours s':>7s} {'hs2p s':>7s} {'ratio':>6s} {'tiles/s':>9s} "
+        f"{'read%':>6s} {'MB ours':>8s} {'MB hs2p':>8s} {'n ours':>7s} {'n hs2p':>7s} "
+        f"{'+ours':>6s} {'+hs2p':>6s} {'frac≠':>6s}  result"
+    )
     print(header)
     with tempfile.TemporaryDirectory() as tmpd:
         tmp = Path(tmpd)
@@ -281,10 +308,21 @@ def main(argv: list[str] | None = None) -> int:
             for set_name in sets:
                 cfg = full_config(PARAM_SETS[set_name], args.backend)
                 job_o = tmp / "ours.json"
-                job_o.write_text(json.dumps({**case, "config": cfg, "backend": args.backend,
-                                             "repeats": args.repeats, "workers": args.workers}))
+                job_o.write_text(
+                    json.dumps(
+                        {
+                            **case,
+                            "config": cfg,
+                            "backend": args.backend,
+                            "repeats": args.repeats,
+                            "workers": args.workers,
+                        }
+                    )
+                )
                 job_h = tmp / "hs2p.json"
-                job_h.write_text(json.dumps(hs2p_job(case, cfg, args.backend, args.repeats, args.workers, tmp)))
+                job_h.write_text(
+                    json.dumps(hs2p_job(case, cfg, args.backend, args.repeats, args.workers, tmp))
+                )
                 out_o, out_h = tmp / "ours.npz", tmp / "hs2p.npz"
                 for f in (out_o, out_h):
                     f.unlink(missing_ok=True)
@@ -293,7 +331,9 @@ def main(argv: list[str] | None = None) -> int:
                 row = {"slide": case["name"], "params": set_name}
                 if ok_o is None or ok_h is None:
                     both = ok_o is None and ok_h is None
-                    row["result"] = ("both refuse: " if both else "ERROR ") + (err_o or "-") + " | " + (err_h or "-")
+                    row["result"] = (
+                        ("both refuse: " if both else "ERROR ") + (err_o or "-") + " | " + (err_h or "-")
+                    )
                     row["identical"] = both
                     print(f"{case['name'][:38]:38s} {set_name[:30]:30s} {row['result']}")
                     rows.append(row)
@@ -304,28 +344,43 @@ def main(argv: list[str] | None = None) -> int:
                 only_o, only_h, diff_f = compare(o, h)
                 identical = only_o == only_h == diff_f == 0
                 row.update(
-                    ours_s=to, hs2p_s=th, ratio=th / to if to else float("inf"),
-                    tiles_per_s=len(o["x"]) / to if to else 0.0, read_share=read_share,
-                    ours_mb=int(o["maxrss_kb"]) / 1024, hs2p_mb=int(h["maxrss_kb"]) / 1024,
-                    n_ours=len(o["x"]), n_hs2p=len(h["x"]), only_ours=only_o, only_hs2p=only_h,
-                    fraction_mismatch=diff_f, identical=identical,
+                    ours_s=to,
+                    hs2p_s=th,
+                    ratio=th / to if to else float("inf"),
+                    tiles_per_s=len(o["x"]) / to if to else 0.0,
+                    read_share=read_share,
+                    ours_mb=int(o["maxrss_kb"]) / 1024,
+                    hs2p_mb=int(h["maxrss_kb"]) / 1024,
+                    n_ours=len(o["x"]),
+                    n_hs2p=len(h["x"]),
+                    only_ours=only_o,
+                    only_hs2p=only_h,
+                    fraction_mismatch=diff_f,
+                    identical=identical,
                     result="IDENTICAL" if identical else "MISMATCH",
                 )
                 rows.append(row)
-                print(f"{case['name'][:38]:38s} {set_name[:30]:30s} {to:7.3f} {th:7.3f} {row['ratio']:6.2f} "
-                      f"{row['tiles_per_s']:9.0f} {100 * read_share:5.0f}% {row['ours_mb']:8.0f} {row['hs2p_mb']:8.0f} "
-                      f"{row['n_ours']:7d} {row['n_hs2p']:7d} {only_o:6d} {only_h:6d} {diff_f:6d}  {row['result']}",
-                      flush=True)
+                cells = (
+                    f"{to:7.3f} {th:7.3f} {row['ratio']:6.2f} {row['tiles_per_s']:9.0f} "
+                    f"{100 * read_share:5.0f}% "
+                    f"{row['ours_mb']:8.0f} {row['hs2p_mb']:8.0f} {row['n_ours']:7d} {row['n_hs2p']:7d} "
+                    f"{only_o:6d} {only_h:6d} {diff_f:6d}  {row['result']}"
+                )
+                print(f"{case['name'][:38]:38s} {set_name[:30]:30s} {cells}", flush=True)
     timed = [r for r in rows if "ratio" in r]
     if timed:
         tot_o = sum(r["ours_s"] for r in timed)
         tot_h = sum(r["hs2p_s"] for r in timed)
         ratios = [r["ratio"] for r in timed]
-        print(f"\n{len(timed)} timed cases: total ours {tot_o:.2f} s, hs2p {tot_h:.2f} s, overall ratio "
-              f"{tot_h / tot_o:.2f}x, geometric-mean ratio {statistics.geometric_mean(ratios):.2f}x")
+        print(
+            f"\n{len(timed)} timed cases: total ours {tot_o:.2f} s, hs2p {tot_h:.2f} s, overall ratio "
+            f"{tot_h / tot_o:.2f}x, geometric-mean ratio {statistics.geometric_mean(ratios):.2f}x"
+        )
     bad = [r for r in rows if not r.get("identical")]
-    print(f"conformance: {len(rows) - len(bad)}/{len(rows)} cases identical to hs2p 6.1"
-          + ("" if not bad else "; mismatches: " + ", ".join(f"{r['slide']}/{r['params']}" for r in bad)))
+    print(
+        f"conformance: {len(rows) - len(bad)}/{len(rows)} cases identical to hs2p 6.1"
+        + ("" if not bad else "; mismatches: " + ", ".join(f"{r['slide']}/{r['params']}" for r in bad))
+    )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2, default=float))
     return 0 if not bad else 1

@@ -117,6 +117,8 @@ def load_config(path: str | Path) -> PlatformConfig:
     for pipeline in config.pipelines.values():
         if pipeline.output_dir is not None:
             pipeline.output_dir = absolute(pipeline.output_dir)
+        if pipeline.tiling.read_coordinates_from:
+            pipeline.tiling.read_coordinates_from = str(absolute(Path(pipeline.tiling.read_coordinates_from)))
     config.source_path = path
     return config
 

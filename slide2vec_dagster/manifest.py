@@ -54,6 +54,17 @@ def read_manifest(path: str | Path) -> list[SlideEntry]:
     path = Path(path).absolute()
     if not path.is_file():
         raise ManifestError(f"manifest not found: {path}; fix the path under `manifests:` in the platform config")
+    try:
+        return _read_rows(path)
+    except UnicodeDecodeError as exc:
+        raise ManifestError(
+            f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save the manifest as UTF-8 CSV"
+        ) from None
+    except csv.Error as exc:
+        raise ManifestError(f"{path}: not a readable CSV file ({exc})") from None
+
+
+def _read_rows(path: Path) -> list[SlideEntry]:
     with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         header = [name.strip() for name in (reader.fieldnames or [])]
@@ -67,7 +78,8 @@ def read_manifest(path: str | Path) -> list[SlideEntry]:
         entries: list[SlideEntry] = []
         first_row_of: dict[str, int] = {}
         for number, row in enumerate(reader, start=1):
-            where = f"{path} row {number} (line {number + 1})"
+            # line_num counts physical lines, so blank lines and quoted line breaks do not shift it.
+            where = f"{path} row {number} (line {reader.line_num})"
             if None in row:
                 raise ManifestError(f"{where}: more fields than the header has columns")
             values = {key: (value if value is not None else "") for key, value in row.items()}

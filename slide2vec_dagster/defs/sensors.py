@@ -29,7 +29,8 @@ def build_cohort_sensor(config: PlatformConfig) -> SensorDefinition:
         "requests the tiling of every new slide for every pipeline.",
     )
     def cohort_sensor(context: SensorEvaluationContext) -> SensorResult | SkipReason:
-        stamps = json.dumps([[str(p), *s] for p, s in zip(config.manifests, manifest_stamps(config.manifests), strict=True)])
+        current = zip(config.manifests, manifest_stamps(config.manifests), strict=True)
+        stamps = json.dumps([[str(path), *stamp] for path, stamp in current])
         if context.cursor == stamps:
             return SkipReason("manifests unchanged since the last evaluation")
         # A broken manifest raises here: the tick fails with the message naming the file and row,

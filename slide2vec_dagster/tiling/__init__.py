@@ -9,7 +9,13 @@ from .geometry import SpacingTooFineError, TileGeometry, choose_image_level, cho
 from .grid import Contours
 from .params import FilterParams, MaskParams, PreviewParams, SegParams, TilingConfig, TilingParams
 from .pipeline import TilingResult, tile_slide
-from .preview import draw_mask_preview, draw_tiling_preview, render_previews
+from .preview import (
+    draw_mask_preview,
+    draw_tiling_preview,
+    render_mask_preview,
+    render_previews,
+    render_tiling_preview,
+)
 
 __all__ = [
     "Contours",
@@ -27,6 +33,8 @@ __all__ = [
     "draw_mask_preview",
     "draw_tiling_preview",
     "plan_tiles",
+    "render_mask_preview",
     "render_previews",
+    "render_tiling_preview",
     "tile_slide",
 ]

@@ -47,7 +47,9 @@ class TilingParams(_Strict):
                 f"({t} * {m} = {t * m}); set only one of them"
             )
         if r is not None and m is None and t is not None and r % t != 0:
-            raise ValueError(f"requested_region_size_px ({r}) must be a multiple of requested_tile_size_px ({t})")
+            raise ValueError(
+                f"requested_region_size_px ({r}) must be a multiple of requested_tile_size_px ({t})"
+            )
         return self
 
     @property
@@ -151,6 +153,9 @@ class MaskParams(_Strict):
             if value in seen:
                 raise ValueError(f"masks.pixel_mapping: {name!r} and {seen[value]!r} both map to {value}")
             seen[value] = name
+        if "colors" not in self.model_fields_set:
+            # Default colours follow a user's own vocabulary instead of failing on its labels.
+            self.__dict__["colors"] = {k: self.colors.get(k) for k in self.pixel_mapping}
         for key in ("min_coverage", "colors"):
             unknown = sorted(set(getattr(self, key)) - set(self.pixel_mapping))
             if unknown:

@@ -186,7 +186,11 @@ def tile_slide(
         tissue_mask = on_grid.tissue_mask
         method = "precomputed_mask"
         mask_path = str(Path(mask_reader.path).resolve()) if getattr(mask_reader, "path", None) else None
-        mask_level, mask_spacing, tissue_value = on_grid.mask_level, on_grid.mask_spacing_um, on_grid.tissue_value
+        mask_level, mask_spacing, tissue_value = (
+            on_grid.mask_level,
+            on_grid.mask_spacing_um,
+            on_grid.tissue_value,
+        )
     else:
         image = read_level_image(reader, seg_level, workers=workers)
         timings["read_s"] = time.perf_counter() - t0
@@ -247,7 +251,7 @@ def tile_slide(
         tissue_method=method,
         seg_level=seg_level,
         seg_spacing_um=seg_spacing,
-        seg_downsample=max(1, int(round(seg_spacing / s0))),
+        seg_downsample=max(1, round(seg_spacing / s0)),
         contours=contours,
         tissue_mask=tissue_mask,
         mask_path=mask_path,

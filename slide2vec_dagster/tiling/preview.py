@@ -10,6 +10,7 @@ import numpy as np
 
 from .geometry import closest_level_for_downsample
 from .grid import Contours
+from .params import PreviewParams
 
 HOLE_COLOR = (242, 107, 58)
 TILE_COLOR = (0, 0, 0)
@@ -21,7 +22,7 @@ def preview_level(reader, downsample: int) -> int:
 
 def _stroke(level_downsample: float) -> int:
     # About 4 px at downsample 16, thinner on coarser previews, never below 1 px.
-    return max(1, int(round(4 * 16.0 / level_downsample))) if level_downsample > 0 else 4
+    return max(1, round(4 * 16.0 / level_downsample)) if level_downsample > 0 else 4
 
 
 def _scaled(contour: np.ndarray, ds: float) -> np.ndarray:
@@ -36,11 +37,13 @@ def draw_mask_preview(
     contour_color: tuple[int, int, int] = (157, 219, 129),
     hole_color: tuple[int, int, int] = HOLE_COLOR,
 ) -> np.ndarray:
-    """Outline kept contours (outer in ``contour_color``, holes in ``hole_color``) on ``image``; not filled."""
+    """Outline kept contours (outer ``contour_color``, holes ``hole_color``) on ``image``; not filled."""
     canvas = np.ascontiguousarray(image[:, :, :3], dtype=np.uint8).copy()
     stroke = _stroke(level_downsample)
-    for outer, holes in zip(contours.outer, contours.holes):
-        cv2.drawContours(canvas, [_scaled(outer, level_downsample)], -1, tuple(int(c) for c in contour_color), stroke)
+    for outer, holes in zip(contours.outer, contours.holes, strict=True):
+        cv2.drawContours(
+            canvas, [_scaled(outer, level_downsample)], -1, tuple(int(c) for c in contour_color), stroke
+        )
         if holes:
             scaled = [_scaled(h, level_downsample) for h in holes]
             cv2.drawContours(canvas, scaled, -1, tuple(int(c) for c in hole_color), stroke)
@@ -83,6 +86,30 @@ def draw_tiling_preview(
     return canvas
 
 
+def render_mask_preview(reader, result, preview: PreviewParams | None = None) -> np.ndarray:
+    """The mask preview (RGB uint8) of a :class:`~slide2vec_dagster.tiling.TilingResult`."""
+    pv = preview or result.config.preview
+    level = preview_level(reader, pv.downsample)
+    ds = float(reader.info.level_downsamples[level])
+    return draw_mask_preview(
+        reader.read_level(level), result.contours, level_downsample=ds, contour_color=pv.tissue_contour_color
+    )
+
+
+def render_tiling_preview(reader, result, preview: PreviewParams | None = None) -> np.ndarray:
+    """The tiling preview (RGB uint8): every kept tile outlined with a 1-px black rectangle."""
+    pv = preview or result.config.preview
+    level = preview_level(reader, pv.downsample)
+    ds = float(reader.info.level_downsamples[level])
+    return draw_tiling_preview(
+        reader.read_level(level),
+        result.x,
+        result.y,
+        tile_size_lv0=result.geometry.tile_size_lv0,
+        level_downsample=ds,
+    )
+
+
 def render_previews(
     reader,
     result,
@@ -100,7 +127,9 @@ def render_previews(
     base = reader.read_level(level)
     mask_img = None
     if mask:
-        mask_img = draw_mask_preview(base, result.contours, level_downsample=ds, contour_color=pv.tissue_contour_color)
+        mask_img = draw_mask_preview(
+            base, result.contours, level_downsample=ds, contour_color=pv.tissue_contour_color
+        )
     tiling_img = None
     if tiling and result.n_tiles > 0:
         tiling_img = draw_tiling_preview(
@@ -109,4 +138,12 @@ def render_previews(
     return mask_img, tiling_img
 
 
-__all__ = ["HOLE_COLOR", "draw_mask_preview", "draw_tiling_preview", "preview_level", "render_previews"]
+__all__ = [
+    "HOLE_COLOR",
+    "draw_mask_preview",
+    "draw_tiling_preview",
+    "preview_level",
+    "render_mask_preview",
+    "render_previews",
+    "render_tiling_preview",
+]

@@ -23,8 +23,10 @@ import numpy as np
 
 from .geometry import choose_level
 from .params import FilterParams
+from .segmentation import exact_integer_downsample
 
 _WINDOW_TILES = 8
+_STRIP_PX = 512
 
 
 @dataclass(frozen=True)
@@ -49,8 +51,8 @@ def qc_geometry(
     return QCGeometry(
         level=choice.level,
         read_spacing_um=choice.spacing_um,
-        read_tile_size_px=max(1, int(round(physical_um / float(choice.spacing_um)))),
-        qc_tile_size_px=max(1, int(round(physical_um / float(qc_spacing_um)))),
+        read_tile_size_px=max(1, round(physical_um / float(choice.spacing_um))),
+        qc_tile_size_px=max(1, round(physical_um / float(qc_spacing_um))),
     )
 
 
@@ -71,7 +73,9 @@ def tile_passes(tile: np.ndarray, valid: np.ndarray, fp: FilterParams) -> bool:
             return False
     if fp.filter_grayspace:
         sat = cv2.cvtColor(tile, cv2.COLOR_RGB2HSV)[:, :, 1].astype(np.float32) / 255.0
-        if _fraction(sat < float(fp.grayspace_saturation_threshold), valid) > float(fp.grayspace_fraction_threshold):
+        if _fraction(sat < float(fp.grayspace_saturation_threshold), valid) > float(
+            fp.grayspace_fraction_threshold
+        ):
             return False
     if fp.filter_blur:
         rows, cols = np.nonzero(valid)
@@ -124,7 +128,28 @@ def qc_keep(
     groups = np.split(order, bounds)
     read_s = [0.0]
 
-    def _window(members: np.ndarray) -> list[tuple[int, bool]]:
+    exact_ds = exact_integer_downsample(reader, geo.level)
+    pool = ThreadPoolExecutor(max_workers=max(1, workers))
+
+    def _read(lv0x: int, lv0y: int, w: int, h: int, split: bool) -> np.ndarray:
+        t0 = time.perf_counter()
+        if split and exact_ds is not None and h > _STRIP_PX and workers > 1:
+            # Integer downsample: strips start on exact level rows, so they equal one big read.
+            ids = exact_ds
+            starts = list(range(0, h, _STRIP_PX))
+            parts = pool.map(
+                lambda r: np.asarray(
+                    reader.read_region(lv0x, lv0y + r * ids, geo.level, w, min(_STRIP_PX, h - r))
+                )[:, :, :3],
+                starts,
+            )
+            window = np.concatenate(list(parts), axis=0)
+        else:
+            window = np.asarray(reader.read_region(lv0x, lv0y, geo.level, w, h))[:, :, :3]
+        read_s[0] += time.perf_counter() - t0
+        return window
+
+    def _window(members: np.ndarray, split: bool) -> list[tuple[int, bool]]:
         wx0 = int(wkey_x[members[0]] * span)
         wy0 = int(wkey_y[members[0]] * span)
         read_w = int(min(span + rt, max(0, img_w - wx0)))
@@ -133,10 +158,7 @@ def qc_keep(
         # then the smallest level-0 pixel that floors onto that level pixel.
         lvx = math.floor(round(wx0 * ds) / ds)
         lvy = math.floor(round(wy0 * ds) / ds)
-        t0 = time.perf_counter()
-        window = reader.read_region(math.ceil(lvx * ds), math.ceil(lvy * ds), geo.level, read_w, read_h)
-        read_s[0] += time.perf_counter() - t0
-        window = np.asarray(window)[:, :, :3]
+        window = _read(math.ceil(lvx * ds), math.ceil(lvy * ds), read_w, read_h, split)
         out = []
         for idx in members.tolist():
             ox, oy = int(lx[idx]) - wx0, int(ly[idx]) - wy0
@@ -155,10 +177,16 @@ def qc_keep(
             out.append((idx, tile_passes(tile, valid, fp)))
         return out
 
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for results in pool.map(_window, groups):
-            for idx, ok in results:
-                keep[idx] = ok
+    with pool:
+        if exact_ds is not None:
+            # Few, large windows (typically the level-0 reads of single-level slides): parallel strips.
+            batches = [_window(g, True) for g in groups]
+        else:
+            # Fractional downsample: each window must be one read; parallelise across windows.
+            batches = list(pool.map(lambda g: _window(g, False), groups))
+    for results in batches:
+        for idx, ok in results:
+            keep[idx] = ok
     if timings is not None:
         timings["qc_read_s"] = timings.get("qc_read_s", 0.0) + read_s[0]
     return keep

@@ -56,18 +56,31 @@ def segment_tissue(image: np.ndarray, seg: SegParams) -> np.ndarray:
     return mask.astype(np.uint8, copy=False)
 
 
+def exact_integer_downsample(reader, level: int) -> int | None:
+    """The level's downsample when it is the same exact integer on both axes, else ``None``.
+
+    Only then does a level-0 origin ``row * ds`` land exactly on a level row for every backend
+    (OpenSlide, for one, resamples a fractional origin, and may use a downsample averaged over both
+    axes that differs from the reader's reported x ratio).
+    """
+    (w0, h0), (w, h) = reader.info.level_dimensions[0], reader.info.level_dimensions[level]
+    ds = float(reader.info.level_downsamples[level])
+    if w <= 0 or h <= 0 or w0 % w or h0 % h or w0 // w != h0 // h or ds != w0 // w:
+        return None
+    return w0 // w
+
+
 def read_level_image(reader, level: int, *, workers: int = 2) -> np.ndarray:
     """The whole of one level as RGB uint8.
 
-    With an integer downsample, horizontal strips map onto exact level rows, so they are read in
+    With an exact integer downsample, horizontal strips map onto exact level rows and are read in
     parallel (readers decode in C and release the GIL); otherwise one read, because a fractional
     level-0 origin may be resampled by the reader and change pixels.
     """
     width, height = reader.info.level_dimensions[level]
-    ds = float(reader.info.level_downsamples[level])
-    if workers <= 1 or height <= _STRIP_PX or ds != math.floor(ds):
+    ids = exact_integer_downsample(reader, level)
+    if workers <= 1 or height <= _STRIP_PX or ids is None:
         return reader.read_region(0, 0, level, width, height)
-    ids = int(ds)
     starts = list(range(0, height, _STRIP_PX))
     out = np.empty((height, width, 3), dtype=np.uint8)
 
@@ -125,7 +138,9 @@ def mask_on_grid(
     mask_w, mask_h = (int(v) for v in mask_dims[0])
     # One scale s must satisfy |mask - ref / s| <= 1 on both axes.
     s_min = max(ref_w / (mask_w + 1), ref_h / (mask_h + 1))
-    s_max = min(ref_w / (mask_w - 1) if mask_w > 1 else math.inf, ref_h / (mask_h - 1) if mask_h > 1 else math.inf)
+    s_max = min(
+        ref_w / (mask_w - 1) if mask_w > 1 else math.inf, ref_h / (mask_h - 1) if mask_h > 1 else math.inf
+    )
     if s_min > s_max:
         raise ValueError(
             f"mask of {mask_w}x{mask_h} px does not cover the slide ({ref_w}x{ref_h} px) at one scale; "
@@ -136,7 +151,8 @@ def mask_on_grid(
         diff = abs(float(mask_file_spacing_um) - mask_s0) / mask_s0
         if diff > MASK_SPACING_FAIL:
             raise ValueError(
-                f"mask file spacing {mask_file_spacing_um} um/px differs from the spacing implied by its size "
+                f"mask file spacing {mask_file_spacing_um} um/px differs from the spacing implied by its "
+                "size "
                 f"({mask_s0:.4f} um/px) by {diff:.1%}, above the {MASK_SPACING_FAIL:.0%} limit"
             )
     downsamples = [float(d) for d in mask_reader.info.level_downsamples]
@@ -158,7 +174,10 @@ def mask_on_grid(
         labels = cv2.resize(labels, (tw, th), interpolation=cv2.INTER_NEAREST)
     tissue = np.where(labels == tissue_value, np.uint8(255), np.uint8(0))
     return MaskOnGrid(
-        tissue_mask=tissue, mask_level=choice.level, mask_spacing_um=choice.spacing_um, tissue_value=tissue_value
+        tissue_mask=tissue,
+        mask_level=choice.level,
+        mask_spacing_um=choice.spacing_um,
+        tissue_value=tissue_value,
     )
 
 

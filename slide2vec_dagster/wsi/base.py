@@ -103,7 +103,9 @@ def white_padded(region: np.ndarray, width: int, height: int) -> np.ndarray:
 def to_rgb_uint8(array: np.ndarray) -> np.ndarray:
     """Normalise a decoded region to RGB uint8: drop alpha (composited on white), expand gray."""
     if array.ndim == 2:
-        array = np.repeat(array[:, :, None], 3, axis=2)
+        array = array[:, :, None]
+    if array.shape[2] == 1:
+        array = np.repeat(array, 3, axis=2)
     if array.shape[2] == 4:
         alpha = array[:, :, 3:4].astype(np.float32) / 255.0
         rgb = array[:, :, :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha)

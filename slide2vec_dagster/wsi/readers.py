@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 from collections import OrderedDict
@@ -80,6 +81,9 @@ class CuCIMReader(SlideReader):
             raise SlideOpenError(f"cuCIM could not open {self.path}: {exc}") from exc
         resolutions = self._image.resolutions
         dims = tuple((int(w), int(h)) for w, h in resolutions["level_dimensions"])
+        # cuCIM maps a level-0 location to floor(location / its own downsample), which is the mean of the
+        # x and y ratios (e.g. 2.000505 where width alone gives 2.000450); keep it to address level pixels.
+        self._cucim_downsamples = tuple(float(d) for d in resolutions["level_downsamples"])
         self.info = PyramidInfo(
             level_dimensions=dims,
             level_downsamples=tuple(dims[0][0] / w for w, _ in dims),
@@ -104,7 +108,10 @@ class CuCIMReader(SlideReader):
         sx, sy, rw, rh, px, py = _clip_read(x, y, width, height, downsample, self.info.level_dimensions[level])
         if rw <= 0 or rh <= 0:
             return np.full((height, width, 3), 255, dtype=np.uint8)
-        lv0_x, lv0_y = round(sx * downsample), round(sy * downsample)
+        # The smallest level-0 location that cuCIM maps back to level pixel (sx, sy); rounding
+        # sx * downsample instead lands one level pixel early when the downsample is not an integer.
+        cucim_downsample = self._cucim_downsamples[level]
+        lv0_x, lv0_y = math.ceil(sx * cucim_downsample), math.ceil(sy * cucim_downsample)
         region = to_rgb_uint8(np.asarray(self._image.read_region((lv0_x, lv0_y), (rw, rh), level)))
         if (px, py, rw, rh) == (0, 0, width, height):
             return region
@@ -271,16 +278,59 @@ def _probe(reader: SlideReader) -> None:
     reader.read_region(0, 0, level, min(width, 16), min(height, 16))
 
 
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
+def _tiff_truncation(path: Path) -> str | None:
+    """Why a TIFF-based slide (SVS, TIFF, NDPI) is cut short, or None.
+
+    A copy that stopped early can keep its first directory and first tiles: cuCIM and tifffile then open
+    it and fail only when a read reaches the missing bytes, deep inside tiling.
+    """
+    if not path.is_file():
+        return None
+    with path.open("rb") as handle:
+        if handle.read(4) not in _TIFF_MAGIC:
+            return None
+    import tifffile
+
+    size = path.stat().st_size
+    try:
+        with tifffile.TiffFile(str(path)) as tiff:
+            for index, page in enumerate(tiff.pages):
+                ends = [int(o) + int(c) for o, c in zip(page.dataoffsets, page.databytecounts, strict=False) if c]
+                if ends and max(ends) > size:
+                    return f"the image data of TIFF page {index} ends at byte {max(ends)} but the file has {size} bytes"
+    except Exception:  # files tifffile cannot parse are reported by the readers themselves
+        return None
+    return None
+
+
 def open_reader(path: str | Path, backend: str = "auto", auto_order: tuple[str, ...] = AUTO_ORDER) -> SlideReader:
     """Open ``path`` with ``backend``; ``auto`` tries ``auto_order`` (cucim, openslide, tifffile) and
     keeps the first reader that opens the file and decodes pixels."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"slide file not found: {path}; check image_path in the manifest")
+    if backend != "auto" and backend not in READER_CLASSES:
+        raise ValueError(f"unknown slide backend {backend!r}; choose one of auto, {', '.join(BACKENDS)}")
+    truncated = _tiff_truncation(path)
+    if truncated:
+        raise SlideOpenError(
+            f"{path} is truncated: {truncated}; copy or download the slide again (an interrupted transfer "
+            "leaves a short file)"
+        )
     if backend != "auto":
-        if backend not in READER_CLASSES:
-            raise ValueError(f"unknown slide backend {backend!r}; choose one of auto, {', '.join(BACKENDS)}")
-        return READER_CLASSES[backend](path)
+        reader = READER_CLASSES[backend](path)
+        try:
+            _probe(reader)
+        except Exception as exc:  # cuCIM raises bare RuntimeError for unsupported encodings
+            reader.close()
+            raise SlideOpenError(
+                f"the {backend} reader opened {path} but could not decode its pixels ({type(exc).__name__}: "
+                f"{exc}); choose another tiling.backend (or mask_backend), e.g. auto"
+            ) from exc
+        return reader
     failures: list[str] = []
     for name in auto_order:
         try:

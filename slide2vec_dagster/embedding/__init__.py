@@ -1,0 +1,1 @@
+"""Batched tile reading and inference (plain torch, no Dagster)."""
