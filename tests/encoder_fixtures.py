@@ -19,7 +19,7 @@ from slide2vec_dagster.encoders import (
 
 TINY_REPO = "test-org/tiny-vit"
 TINY_ARCH = "vit_tiny_patch16_224"
-TINY_ARGS = {"img_size": 32, "patch_size": 8, "depth": 2}
+TINY_ARGS = {"img_size": 32, "patch_size": 8, "depth": 2, "reg_tokens": 2}  # registers: prefix != 1
 TINY_DIM = 192  # vit_tiny embed_dim
 TINY_REVISION = "0123456789abcdef0123456789abcdef01234567"
 

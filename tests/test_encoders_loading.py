@@ -60,7 +60,8 @@ def test_cls_patch_mean_variant_concatenates_cls_and_patch_tokens(tiny, tmp_path
     batch = tiles(3, seed=5)
     with torch.no_grad():
         tokens = original.forward_features(encoder.transform(batch))
-    expected = torch.cat([tokens[:, 0], tokens[:, original.num_prefix_tokens :].mean(1)], dim=1)
+    assert original.num_prefix_tokens == 3  # CLS + 2 registers, which the patch mean must skip
+    expected = torch.cat([tokens[:, 0], tokens[:, 3:].mean(1)], dim=1)
     assert encoder.feature_dim == 2 * TINY_DIM
     torch.testing.assert_close(encoder(batch), expected, rtol=0, atol=1e-6)
 
@@ -154,10 +155,10 @@ def test_bad_local_paths_are_explained(tiny, tmp_path):
     _assert_actionable(str(info.value), TINY_REPO, "/models/tiny-test-vit")
     folder = save_hf_folder(tiny_model(), tmp_path / "no-weights")
     (folder / "model.safetensors").unlink()
-    with pytest.raises(EncoderWeightsError, match="config.json but no model.safetensors"):
+    with pytest.raises(EncoderWeightsError, match=r"config\.json but no model\.safetensors"):
         load_encoder("tiny-test-vit", weights=folder)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(EncoderWeightsError, match="neither config.json"):
+    with pytest.raises(EncoderWeightsError, match=r"neither config\.json"):
         load_encoder("tiny-test-vit", weights=tmp_path / "empty")
 
 
@@ -209,4 +210,3 @@ def test_transformers_presets_are_wired_through_automodel(monkeypatch):
     assert calls[0][1]["trust_remote_code"] is False
     with pytest.raises(Exception, match="produced features of shape"):
         hibou(batch)  # the fake's pooler is 1536-d, the registry says 768: mismatches are caught
-

@@ -60,9 +60,11 @@ def test_dimensions_from_the_cards():
 def test_card_build_kwargs_are_recorded():
     uni = get_spec("uni").build
     assert isinstance(uni, TimmBuild)
-    assert uni.hub_name == "hf-hub:MahmoodLab/uni" and dict(uni.kwargs) == {"init_values": 1e-5, "dynamic_img_size": True}
+    assert uni.hub_name == "hf-hub:MahmoodLab/uni"
+    assert dict(uni.kwargs) == {"init_values": 1e-5, "dynamic_img_size": True}
     v2 = get_spec("virchow2").build
-    assert isinstance(v2, TimmBuild) and v2.kwargs["mlp_layer"].endswith("SwiGLUPacked") and v2.kwargs["act_layer"].endswith("SiLU")
+    assert isinstance(v2, TimmBuild)
+    assert v2.kwargs["mlp_layer"].endswith("SwiGLUPacked") and v2.kwargs["act_layer"].endswith("SiLU")
     assert get_spec("gigapath").build.hub_name == "hf_hub:prov-gigapath/prov-gigapath"  # type: ignore[union-attr]
     h0 = get_spec("h-optimus-0")
     assert h0.build.kwargs == {"init_values": 1e-5, "dynamic_img_size": False}  # type: ignore[union-attr]
@@ -121,7 +123,9 @@ def test_external_presets_fail_clearly_even_with_the_package(monkeypatch):
     # conch installed or not, this platform does not run it: it must say so rather than build something else.
     real_find_spec = importlib.util.find_spec
     present = importlib.machinery.ModuleSpec("conch", None)
-    monkeypatch.setattr(importlib.util, "find_spec", lambda mod, *a: present if mod == "conch" else real_find_spec(mod, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda mod, *a: present if mod == "conch" else real_find_spec(mod, *a)
+    )
     with pytest.raises(EncoderDependencyError, match="cannot be run by this platform"):
         load_encoder("conch")
 
@@ -129,7 +133,7 @@ def test_external_presets_fail_clearly_even_with_the_package(monkeypatch):
 def test_lookup_aliases_and_unknown_names():
     assert get_spec("Prov-GigaPath") is get_spec("gigapath")
     assert get_spec("hoptimus0") is get_spec("h-optimus-0")
-    with pytest.raises(UnknownEncoderError, match="Available: .*uni2"):
+    with pytest.raises(UnknownEncoderError, match=r"Available: .*uni2"):
         get_spec("not-a-model")
     with pytest.raises(UnknownEncoderError, match="cls_patch_mean"):
         get_spec("virchow").variant("nope")

@@ -92,7 +92,9 @@ def test_reader_reports_the_slide_geometry(readers, slide: Slide, backend: str):
     assert reader.level_downsamples[0] == 1.0
     assert all(b > a for a, b in itertools.pairwise(reader.level_downsamples)), "levels get coarser"
     for (width, _), downsample in zip(reader.level_dimensions, reader.level_downsamples, strict=True):
-        assert downsample == pytest.approx(slide.dimensions[0] / width)
+        # Each backend reports its own downsample (OpenSlide and cuCIM average the x and y ratios), as
+        # slide2vec's tiling library uses them; they predict each level's width to within a pixel.
+        assert abs(slide.dimensions[0] / downsample - width) <= 1.0
     if slide.spacing is None:
         assert reader.info.native_spacing_um is None
     else:

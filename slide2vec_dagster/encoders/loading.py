@@ -67,7 +67,7 @@ class TileEncoder:
     * ``transform(uint8 (B, H, W, 3))`` -> normalised float (B, 3, h, w) per the model card.
     * ``encoder(batch)`` -> float32 (B, feature_dim). ``batch`` is either the transform's output or a raw
       uint8 (B, H, W, 3) batch (the transform is then applied on ``device`` first). Runs in eval mode
-      under ``torch.inference_mode`` and :func:`autocast_context` for ``precision``.
+      under ``torch.no_grad`` and :func:`autocast_context` for ``precision``.
     """
 
     def __init__(
@@ -103,13 +103,14 @@ class TileEncoder:
         return self
 
     def __call__(self, batch: torch.Tensor | np.ndarray) -> torch.Tensor:
-        x = torch.as_tensor(batch)
+        x = torch.as_tensor(_writable(batch))
         if x.dtype == torch.uint8:
             x = self.transform(x.to(self.device, non_blocking=True))
         elif x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"expected a transformed (B, 3, H, W) float batch or uint8 (B, H, W, 3), got {x.shape}")
         x = x.to(self.device, non_blocking=True)
-        with torch.inference_mode(), autocast_context(self.device, self.precision):
+        # no_grad rather than inference_mode: callers may write the features in place afterwards.
+        with torch.no_grad(), autocast_context(self.device, self.precision):
             features = self.model(x)
         if features.ndim != 2 or features.shape[1] != self.feature_dim:
             raise EncoderConfigError(
@@ -162,6 +163,11 @@ class TransformersPooled(nn.Module):
         if self.pooling == "pooler":
             return out.pooler_output
         return pool_tokens(out.last_hidden_state, self.pooling, self.num_prefix_tokens)
+
+
+def _writable(batch: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+    # torch warns on read-only arrays (e.g. numpy views of an OpenSlide read); copy those once.
+    return batch.copy() if isinstance(batch, np.ndarray) and not batch.flags.writeable else batch
 
 
 def pool_tokens(tokens: torch.Tensor, pooling: Pooling, num_prefix_tokens: int) -> torch.Tensor:
@@ -441,9 +447,10 @@ def weights_help(spec: EncoderSpec, reason: str) -> str:
         f"Weights for encoder {spec.name!r} are not available: {reason}.\n"
         f"They are published in the Hugging Face repository {source.repo_id!r} ({source.url}).{gated}\n"
         "Download them once on a machine with internet access:\n"
-        "    huggingface-cli login            # or: hf auth login\n"
-        f"    huggingface-cli download {source.repo_id}{files} --local-dir {local}"
-        f"    # or: hf download {source.repo_id}{files} --local-dir {local}\n"
+        "    huggingface-cli login\n"
+        f"    huggingface-cli download {source.repo_id}{files} --local-dir {local}\n"
+        f"(huggingface_hub >= 1.0 names the CLI `hf`: hf auth login; hf download {source.repo_id}{files} "
+        f"--local-dir {local}),\n"
         f"then point the pipeline at that copy with the config key\n"
         f"    {WEIGHTS_CONFIG_KEY}: {target}\n"
         "(or pre-fill the Hugging Face cache (HF_HOME / HF_HUB_CACHE) and run with HF_HUB_OFFLINE=1)."

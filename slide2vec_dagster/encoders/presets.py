@@ -206,7 +206,7 @@ register(
             arch="vit_huge_patch14_224",
             arch_extra=_VIRCHOW_ARCH,
         ),
-        weights=WeightsSource("paige-ai/Virchow", gated=True, license="Apache-2.0 (gated, non-commercial terms)"),
+        weights=WeightsSource("paige-ai/Virchow", gated=True, license="Apache-2.0 + Paige acceptable-use terms"),
     )
 )
 
@@ -255,7 +255,7 @@ register(
                 "init_values": 1e-5,
             },
         ),
-        weights=WeightsSource("prov-gigapath/prov-gigapath", gated=True, license="Apache-2.0 (gated)"),
+        weights=WeightsSource("prov-gigapath/prov-gigapath", gated=True, license="Apache-2.0"),
         aliases=("prov-gigapath", "prov-gigapath-tile"),
     )
 )

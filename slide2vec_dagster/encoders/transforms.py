@@ -24,6 +24,8 @@ class TileTransform:
     preprocessing: Preprocessing
 
     def __call__(self, batch: torch.Tensor | np.ndarray) -> torch.Tensor:
+        if isinstance(batch, np.ndarray) and not batch.flags.writeable:
+            batch = batch.copy()  # torch warns on read-only arrays (e.g. views of an OpenSlide read)
         images = torch.as_tensor(batch)
         if images.ndim == 3:
             images = images.unsqueeze(0)

@@ -107,9 +107,15 @@ def to_rgb_uint8(array: np.ndarray) -> np.ndarray:
     if array.shape[2] == 1:
         array = np.repeat(array, 3, axis=2)
     if array.shape[2] == 4:
-        alpha = array[:, :, 3:4].astype(np.float32) / 255.0
-        rgb = array[:, :, :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha)
-        array = np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+        alpha = array[:, :, 3]
+        if alpha.min() == 255:
+            # The common case (every pixel inside the scanned area): compositing would be a no-op, and
+            # doing it in floating point costs more than the JPEG decode itself.
+            array = array[:, :, :3]
+        else:
+            a = alpha[:, :, None].astype(np.uint16)
+            rgb = array[:, :, :3].astype(np.uint16)
+            array = ((rgb * a + 255 * (255 - a) + 127) // 255).astype(np.uint8)
     elif array.shape[2] > 4 or array.shape[2] == 2:
         array = array[:, :, :3] if array.shape[2] > 3 else np.repeat(array[:, :, :1], 3, axis=2)
     if array.dtype != np.uint8:

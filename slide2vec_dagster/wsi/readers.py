@@ -84,9 +84,11 @@ class CuCIMReader(SlideReader):
         # cuCIM maps a level-0 location to floor(location / its own downsample), which is the mean of the
         # x and y ratios (e.g. 2.000505 where width alone gives 2.000450); keep it to address level pixels.
         self._cucim_downsamples = tuple(float(d) for d in resolutions["level_downsamples"])
+        # Report cuCIM's own downsamples, as slide2vec's tiling library does with this backend: the
+        # tile geometry (tile_size_lv0 rounding, QC windows) must be computed from the same numbers.
         self.info = PyramidInfo(
             level_dimensions=dims,
-            level_downsamples=tuple(dims[0][0] / w for w, _ in dims),
+            level_downsamples=self._cucim_downsamples,
             native_spacing_um=self._native_spacing(),
         )
 
@@ -155,9 +157,11 @@ class OpenSlideReader(SlideReader):
         props = self._slide.properties
         spacing = _positive_float(props.get("openslide.mpp-x")) or aperio_mpp(props.get("tiff.ImageDescription"))
         dims = tuple((int(w), int(h)) for w, h in self._slide.level_dimensions)
+        # OpenSlide's own downsamples (the mean of the x and y ratios), as slide2vec's tiling library uses
+        # them with this backend, so tile geometry rounds the same way.
         self.info = PyramidInfo(
             level_dimensions=dims,
-            level_downsamples=tuple(dims[0][0] / w for w, _ in dims),
+            level_downsamples=tuple(float(d) for d in self._slide.level_downsamples),
             native_spacing_um=spacing,
         )
         self._lock = threading.Lock()
