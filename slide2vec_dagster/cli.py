@@ -83,7 +83,7 @@ def cmd_materialize(args: argparse.Namespace) -> int:
         new_samples, _ = register(instance, slides)
         print(f"DAGSTER_HOME={home}: {len(new_samples)} new sample partition(s) registered")
         for pipeline in pipelines:
-            job = defs.resolve_job_def(f"{pipeline}_tiling")
+            job = defs.resolve_job_def(f"{pipeline}_job")
             for sample_id in samples:
                 started = time.perf_counter()
                 result = job.execute_in_process(
@@ -96,6 +96,8 @@ def cmd_materialize(args: argparse.Namespace) -> int:
                 row = read_rows(OutputLayout(config.output_dir(pipeline)).process_list).get(sample_id, {})
                 status = row.get("status", "done" if result.success else "failed")
                 detail = f"{row.get('num_tiles', '?')} tiles" if result.success else row.get("error", "see the run log")
+                if result.success and row.get("feature_path"):
+                    detail += f", {row.get('encoder_name')} features"
                 elapsed = time.perf_counter() - started
                 print(f"  {pipeline}/{sample_id}: {status:7s} {detail}  ({elapsed:.1f} s, run {result.run_id[:8]})")
                 failures += 0 if result.success else 1

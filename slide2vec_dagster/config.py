@@ -16,12 +16,13 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from slide2vec_dagster.tiling.params import TilingConfig
+from slide2vec_dagster.encoders import EncoderError, get_spec
+from slide2vec_dagster.tiling.params import TilingConfig, UnsupportedConfigError
 
 CONFIG_ENV_VAR = "SLIDE2VEC_DAGSTER_CONFIG"
 PIPELINE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -31,18 +32,102 @@ class ConfigError(ValueError):
     """The platform config is invalid; the message names the file and the bad key."""
 
 
-class PipelineConfig(BaseModel):
-    """One pipeline: preprocessing (and, later, an encoder) writing to one output_dir."""
+class ModelConfig(BaseModel):
+    """slide2vec's ``model`` block: which encoder preset, its weights and the batch size."""
 
     model_config = ConfigDict(extra="forbid")
 
+    name: str = Field(description="an encoder preset, e.g. uni, virchow2 or baseline-color-texture")
+    weights: Path | None = Field(
+        default=None, description="local folder (config.json + weights) or file; default: the preset's hub repo"
+    )
+    variant: str | None = Field(default=None, description="output variant, e.g. cls or cls_patch_mean")
+    batch_size: int = Field(default=32, ge=1)
+
+
+class SpeedConfig(BaseModel):
+    """slide2vec's ``speed`` block: precision, storage dtype and how the reading is parallelised."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    precision: Literal["fp32", "fp16", "bf16"] | None = Field(default=None, description="default: the preset's")
+    output_dtype: Literal["fp16", "fp32", "bf16"] | None = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_workers: int = Field(default=2, ge=1, description="reader threads per batch")
+    prefetch_batches: int = Field(default=2, ge=1, description="batches decoded ahead of the model")
+
+    @field_validator("output_dtype")
+    @classmethod
+    def _no_bf16_storage(cls, value: str | None) -> str | None:
+        if value == "bf16":
+            raise ValueError("bf16 is not a storage dtype: use fp16 or fp32 (bf16 compute is stored as fp32)")
+        return value
+
+
+def _hash(payload: Any) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class PipelineConfig(BaseModel):
+    """One pipeline: preprocessing + an optional encoder, writing to one output_dir."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
     output_dir: Path | None = Field(default=None, description="defaults to <output_root>/<pipeline name>")
     tiling: TilingConfig = Field(default_factory=TilingConfig)
+    model: ModelConfig | None = None
+    speed: SpeedConfig = Field(default_factory=SpeedConfig)
+    output_format: Literal["pt", "npz"] = "pt"
 
     def fingerprint(self) -> str:
         """Hash of everything that decides the tiling outputs (not where they are written)."""
-        payload = json.dumps(self.tiling.model_dump(mode="json"), sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+        return _hash(self.tiling.model_dump(mode="json"))
+
+    def embedding_fingerprint(self) -> str:
+        """Hash of everything that decides the embeddings, on top of the tiling."""
+        return _hash(
+            {
+                "tiling": self.fingerprint(),
+                "model": self.model.model_dump(mode="json") if self.model else None,
+                "precision": self.speed.precision,
+                "output_dtype": self.speed.output_dtype,
+                "output_format": self.output_format,
+            }
+        )
+
+    @property
+    def is_hierarchical(self) -> bool:
+        return self.tiling.params.is_hierarchical
+
+    @property
+    def region_tile_multiple(self) -> int | None:
+        """``m`` of hierarchical mode, from region_tile_multiple or requested_region_size_px / tile size."""
+        params = self.tiling.params
+        if params.region_tile_multiple is not None:
+            return int(params.region_tile_multiple)
+        if params.requested_region_size_px is not None and params.requested_tile_size_px:
+            return int(params.requested_region_size_px) // int(params.requested_tile_size_px)
+        return None
+
+    def resolve_model_defaults(self) -> None:
+        """Check the encoder preset and fill what it decides: unset tile size / spacing, precision.
+
+        slide2vec takes the tiling geometry from the model preset when the config leaves it out.
+        """
+        if self.model is None:
+            return
+        spec = get_spec(self.model.name)
+        spec.variant(self.model.variant)
+        self.model.name = spec.name
+        params = self.tiling.params
+        if params.requested_spacing_um is None:
+            params.requested_spacing_um = spec.spacing_um
+        if params.requested_tile_size_px is None:
+            params.requested_tile_size_px = spec.tile_size_px
+            if self.tiling.filter_params.ref_tile_size is None:
+                self.tiling.filter_params.ref_tile_size = spec.tile_size_px
+        if self.speed.precision is None:
+            self.speed.precision = spec.precision
 
 
 class ExecutionConfig(BaseModel):
@@ -114,11 +199,22 @@ def load_config(path: str | Path) -> PlatformConfig:
 
     config.manifests = [absolute(p) for p in config.manifests]
     config.output_root = absolute(config.output_root)
-    for pipeline in config.pipelines.values():
+    for name, pipeline in config.pipelines.items():
         if pipeline.output_dir is not None:
             pipeline.output_dir = absolute(pipeline.output_dir)
+        if pipeline.model is not None and pipeline.model.weights is not None:
+            pipeline.model.weights = absolute(pipeline.model.weights)
         if pipeline.tiling.read_coordinates_from:
-            pipeline.tiling.read_coordinates_from = str(absolute(Path(pipeline.tiling.read_coordinates_from)))
+            raise ConfigError(
+                f"{path}: pipelines.{name}.tiling.read_coordinates_from is not supported yet; remove it "
+                "(coordinates are tiled per pipeline and skipped when already present)"
+            )
+        try:
+            pipeline.resolve_model_defaults()
+            pipeline.tiling.require_resolved()
+        except (EncoderError, UnsupportedConfigError, ValueError, KeyError) as exc:
+            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+            raise ConfigError(f"invalid platform config {path}:\n  pipelines.{name}: {message}") from None
     config.source_path = path
     return config
 

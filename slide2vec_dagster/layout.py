@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 UNSAFE_ID_CHARS = ("/", "\\", "\x00")
+EMBEDDING_KINDS = ("tile_embeddings", "hierarchical_embeddings")
 
 
 def id_problem(value: str) -> str | None:
@@ -61,3 +62,16 @@ class OutputLayout:
 
     def tiling_preview(self, sample_id: str) -> Path:
         return self.output_dir / "preview" / "tiling" / f"{_checked(sample_id)}.png"
+
+    def embedding_payload(self, kind: str, sample_id: str, output_format: str) -> Path:
+        """``<kind>/<id>.pt|.npz`` for kind ``tile_embeddings`` or ``hierarchical_embeddings``."""
+        if kind not in EMBEDDING_KINDS:
+            raise ValueError(f"unknown embedding kind {kind!r}; expected one of {EMBEDDING_KINDS}")
+        if output_format not in ("pt", "npz"):
+            raise ValueError(f"output_format must be pt or npz, got {output_format!r}")
+        return self.output_dir / kind / f"{_checked(sample_id)}.{output_format}"
+
+    def embedding_meta(self, kind: str, sample_id: str) -> Path:
+        if kind not in EMBEDDING_KINDS:
+            raise ValueError(f"unknown embedding kind {kind!r}; expected one of {EMBEDDING_KINDS}")
+        return self.output_dir / kind / f"{_checked(sample_id)}.meta.json"

@@ -65,9 +65,9 @@ def test_relative_paths_resolve_against_the_config_folder(tmp_path: Path, monkey
         "manifests": ["cohort.csv", "../other/cohort2.csv", str(tmp_path / "abs.csv")],
         "output_root": "../../outputs",
         "pipelines": {
-            "p1": {},
-            "p2": {"output_dir": "custom/p2", "tiling": {"read_coordinates_from": "../old/tiles"}},
-            "p3": {"output_dir": str(tmp_path / "elsewhere")},
+            "p1": {"model": {"name": "baseline-color-texture"}},
+            "p2": {"output_dir": "custom/p2", "model": {"name": "baseline-color-texture"}},
+            "p3": {"output_dir": str(tmp_path / "elsewhere"), "model": {"name": "baseline-color-texture"}},
         },
     }
     _write(folder, raw)
@@ -82,8 +82,33 @@ def test_relative_paths_resolve_against_the_config_folder(tmp_path: Path, monkey
     assert config.output_dir("p1") == tmp_path / "outputs" / "p1"
     assert config.output_dir("p2") == folder / "custom" / "p2"
     assert config.output_dir("p3") == tmp_path / "elsewhere"
-    assert config.pipelines["p2"].tiling.read_coordinates_from == str(tmp_path / "conf" / "old" / "tiles")
-    assert config.pipelines["p1"].tiling.read_coordinates_from is None
+
+
+def test_read_coordinates_from_is_refused_until_supported(tmp_path: Path):
+    raw = {**MINIMAL, "pipelines": {"p1": {**MINIMAL["pipelines"]["p1"]}}}
+    raw["pipelines"]["p1"]["tiling"] = {**raw["pipelines"]["p1"]["tiling"], "read_coordinates_from": "old/tiles"}
+    message = _error(_write(tmp_path, raw))
+    assert "pipelines.p1.tiling.read_coordinates_from is not supported yet" in message
+
+
+def test_a_pipeline_without_tile_geometry_or_model_is_refused(tmp_path: Path):
+    message = _error(_write(tmp_path, {"manifests": ["m.csv"], "pipelines": {"bare": {}}}))
+    assert "pipelines.bare" in message and "requested_spacing_um" in message
+
+
+def test_the_model_preset_fills_the_tile_geometry(tmp_path: Path):
+    raw = {"manifests": ["m.csv"], "pipelines": {"p": {"model": {"name": "UNI"}}}}
+    pipeline = load_config(_write(tmp_path, raw)).pipelines["p"]
+    assert pipeline.model.name == "uni"
+    assert (pipeline.tiling.params.requested_spacing_um, pipeline.tiling.params.requested_tile_size_px) == (0.5, 224)
+    assert pipeline.speed.precision == "fp16"
+
+
+def test_an_unknown_model_or_bf16_storage_is_refused(tmp_path: Path):
+    unknown = _error(_write(tmp_path, {"manifests": ["m.csv"], "pipelines": {"p": {"model": {"name": "nope"}}}}))
+    assert "pipelines.p" in unknown and "nope" in unknown
+    raw = {**MINIMAL, "pipelines": {"p1": {**MINIMAL["pipelines"]["p1"], "speed": {"output_dtype": "bf16"}}}}
+    assert "pipelines.p1.speed.output_dtype" in _error(_write(tmp_path, raw))
 
 
 @pytest.mark.parametrize(
@@ -138,7 +163,8 @@ def test_pipeline_names_must_be_identifiers(tmp_path: Path, name: str):
 
 @pytest.mark.parametrize("name", ["p", "demo", "Uni2_h", "a1_b2"])
 def test_valid_pipeline_names(tmp_path: Path, name: str):
-    config = load_config(_write(tmp_path, {"manifests": ["m.csv"], "pipelines": {name: {}}}))
+    raw = {"manifests": ["m.csv"], "pipelines": {name: {"model": {"name": "baseline-color-texture"}}}}
+    config = load_config(_write(tmp_path, raw))
     assert list(config.pipelines) == [name]
 
 
@@ -176,7 +202,8 @@ def test_resolved_pipeline_round_trips_as_a_configuration(tmp_path: Path):
 
 
 def test_resolved_pipeline_fills_every_default(tmp_path: Path):
-    config = load_config(_write(tmp_path, {"manifests": ["m.csv"], "pipelines": {"bare": {}}}))
+    raw = {"manifests": ["m.csv"], "pipelines": {"bare": {"model": {"name": "baseline-color-texture"}}}}
+    config = load_config(_write(tmp_path, raw))
     block = config.resolved_pipeline("bare")
     defaults = PipelineConfig().model_dump(mode="json")
     assert set(block) == set(defaults)

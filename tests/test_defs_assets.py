@@ -52,12 +52,17 @@ def test_definitions_load_for_the_demo_config():
     defs = build_definitions(load_config(Path(__file__).resolve().parent.parent / "demo" / "config.yaml"))
     graph = defs.resolve_asset_graph()
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
-    assert keys == {"demo/coordinates", "demo/mask_preview", "demo/tiling_preview"}
+    per_pipeline = ("coordinates", "mask_preview", "tiling_preview")
+    assert keys == {f"demo/{name}" for name in (*per_pipeline, "tile_embeddings")} | {
+        f"demo_regions/{name}" for name in (*per_pipeline, "hierarchical_embeddings")
+    }
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
         assert node.partitions_def == sample_partitions
-        assert node.group_name == "demo"
-    assert defs.resolve_job_def("demo_tiling") is not None
+        assert node.group_name == key.path[0]
+    # The embeddings read the coordinates of the same pipeline, partition by partition.
+    assert graph.get(AssetKey(["demo", "tile_embeddings"])).parent_keys == {AssetKey(["demo", "coordinates"])}
+    assert defs.resolve_job_def("demo_job") is not None and defs.resolve_job_def("demo_regions_job") is not None
     assert defs.resolve_sensor_def("cohort_sensor") is not None
 
 
@@ -161,7 +166,7 @@ def test_backfill_style_run_with_range_tags(platform):
     config, defs = platform
     with instance_for_test() as instance:
         register(instance, read_manifests(config.manifests))
-        job = defs.resolve_job_def("p1_tiling")
+        job = defs.resolve_job_def("p1_job")
         result = job.execute_in_process(
             instance=instance,
             tags={"dagster/asset_partition_range_start": "002", "dagster/asset_partition_range_end": "002"},

@@ -39,7 +39,13 @@ def _env(tmp_path: Path, config: Path) -> dict[str, str]:
 
 def test_cli_materialises_a_cohort_and_the_webserver_lists_it(tmp_path: Path):
     write_manifest(tmp_path / "cohort.csv", GOOD_ROWS + BAD_ROWS[:1])
-    config = write_platform_config(tmp_path, ["cohort.csv"])
+    pipelines = {
+        "p1": {
+            "tiling": {"params": {"requested_spacing_um": 0.5, "requested_tile_size_px": 224}},
+            "model": {"name": "baseline-color-texture"},
+        }
+    }
+    config = write_platform_config(tmp_path, ["cohort.csv"], pipelines)
     env = _env(tmp_path, config)
 
     checked = subprocess.run([*CLI, "check-config"], env=env, capture_output=True, text=True, cwd=tmp_path)
@@ -52,7 +58,7 @@ def test_cli_materialises_a_cohort_and_the_webserver_lists_it(tmp_path: Path):
     assert "p1/001: done" in run.stdout and "p1/002: done" in run.stdout
     assert "p1/missing: failed" in run.stdout and "FileNotFoundError" in run.stdout
     assert (tmp_path / "dagster_home" / "dagster.yaml").exists()
-    assert check_output_dir(tmp_path / "out" / "p1") == []
+    assert check_output_dir(tmp_path / "out" / "p1", require=("tile_embeddings",)) == []
 
     port = _free_port()
     server = subprocess.Popen(
@@ -83,12 +89,13 @@ def test_cli_materialises_a_cohort_and_the_webserver_lists_it(tmp_path: Path):
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
     nodes = {"/".join(node["assetKey"]["path"]): node for node in data["assetNodes"]}
-    assert set(nodes) == {"p1/coordinates", "p1/mask_preview", "p1/tiling_preview"}
+    assert set(nodes) == {"p1/coordinates", "p1/mask_preview", "p1/tiling_preview", "p1/tile_embeddings"}
     coordinates = nodes["p1/coordinates"]
     assert coordinates["isPartitioned"] and coordinates["groupName"] == "p1"
     assert coordinates["partitionStats"]["numPartitions"] == 3
     assert coordinates["partitionStats"]["numMaterialized"] == 2
     assert coordinates["partitionStats"]["numFailed"] == 1
+    assert nodes["p1/tile_embeddings"]["partitionStats"]["numMaterialized"] == 2
 
 
 def _free_port() -> int:

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from slide2vec_dagster.tiling import SpacingTooFineError, TilingConfig, choose_level, plan_tiles
 from slide2vec_dagster.tiling.geometry import closest_level_for_downsample
+from slide2vec_dagster.tiling.params import UnsupportedConfigError
 
 CASES = json.loads((Path(__file__).parent / "tiling_geometry_cases.json").read_text())
 
@@ -158,7 +159,7 @@ def test_unresolved_and_annotation_configs_are_refused() -> None:
         params={"requested_spacing_um": 0.5, "requested_tile_size_px": 224},
         masks={"pixel_mapping": {"background": 0, "tumor": 2}, "min_coverage": {"tumor": 0.5}},
     )
-    with pytest.raises(NotImplementedError, match="not supported yet"):
+    with pytest.raises(UnsupportedConfigError, match="not supported yet"):
         cfg.require_resolved()
 
 

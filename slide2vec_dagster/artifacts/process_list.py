@@ -26,6 +26,8 @@ COLUMNS = (
     "coordinates_npz_path",
     "mask_preview_path",
     "tiling_preview_path",
+    "encoder_name",
+    "feature_path",
     "run_id",
     "updated_at",
 )
@@ -57,7 +59,8 @@ def format_error(exc: BaseException) -> str:
 
 
 def update(path: Path, sample_id: str, status: str, error: str = "", **fields: object) -> None:
-    """Insert or replace the row of ``sample_id``; other rows are kept as they are."""
+    """Insert or update the row of ``sample_id`` (columns not given keep their value); other rows are
+    kept as they are."""
     if status not in STATUSES:
         raise ValueError(f"status {status!r} not in {STATUSES}")
     if status == "failed" and not error:
@@ -65,12 +68,13 @@ def update(path: Path, sample_id: str, status: str, error: str = "", **fields: o
     unknown = set(fields) - set(COLUMNS)
     if unknown:
         raise ValueError(f"unknown process_list columns {sorted(unknown)}")
-    row = {column: "" for column in COLUMNS}
-    row.update({key: "" if value is None else str(value) for key, value in fields.items()})
-    row.update(sample_id=sample_id, status=status, error=error)
-    row["updated_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     with _locked(path):
         rows = read_rows(path)
+        # A later step (embedding) adds to the row an earlier step (tiling) wrote; it does not erase it.
+        row = {column: rows.get(sample_id, {}).get(column, "") for column in COLUMNS}
+        row.update({key: "" if value is None else str(value) for key, value in fields.items()})
+        row.update(sample_id=sample_id, status=status, error=error)
+        row["updated_at"] = datetime.now(UTC).isoformat(timespec="seconds")
         rows[sample_id] = row
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")

@@ -5,11 +5,13 @@ from __future__ import annotations
 from dagster import AssetSelection, Definitions, define_asset_job, in_process_executor
 
 from slide2vec_dagster.config import PlatformConfig
+from slide2vec_dagster.defs.asset_keys import pipeline_asset_keys
+from slide2vec_dagster.defs.embedding_assets import build_embedding_asset
 from slide2vec_dagster.defs.io_managers import Slide2vecIOManager
 from slide2vec_dagster.defs.partitions import sample_partitions
 from slide2vec_dagster.defs.resources import PlatformResource
 from slide2vec_dagster.defs.sensors import build_cohort_sensor
-from slide2vec_dagster.defs.tiling_assets import IO_MANAGER_KEY, build_tiling_assets, tiling_asset_keys
+from slide2vec_dagster.defs.tiling_assets import IO_MANAGER_KEY, build_tiling_assets
 
 
 def build_definitions(config: PlatformConfig) -> Definitions:
@@ -17,12 +19,13 @@ def build_definitions(config: PlatformConfig) -> Definitions:
         raise ValueError("build_definitions needs a config loaded with load_config (its file path is used by runs)")
     config_path = str(config.source_path)
     assets = [build_tiling_assets(pipeline, config) for pipeline in config.pipelines]
+    assets += [build_embedding_asset(p, config) for p in config.pipelines if config.pipelines[p].model]
     jobs = [
         define_asset_job(
-            f"{pipeline}_tiling",
-            selection=AssetSelection.assets(*tiling_asset_keys(pipeline, config)),
+            f"{pipeline}_job",
+            selection=AssetSelection.assets(*pipeline_asset_keys(pipeline, config)),
             partitions_def=sample_partitions,
-            description=f"Tile slides and render previews for pipeline {pipeline!r}",
+            description=f"Tile, preview and embed slides for pipeline {pipeline!r}",
         )
         for pipeline in config.pipelines
     ]

@@ -15,9 +15,11 @@ from PIL import Image
 from slide2vec_dagster.artifacts import process_list
 from slide2vec_dagster.artifacts.config_file import write_config_yaml
 from slide2vec_dagster.artifacts.coordinates import read_coordinates, write_coordinates
+from slide2vec_dagster.artifacts.embeddings import write_embedding
 from slide2vec_dagster.artifacts.previews import thumbnail_markdown, write_png
 from slide2vec_dagster.defs.resources import PlatformResource
-from slide2vec_dagster.layout import OutputLayout
+from slide2vec_dagster.layout import EMBEDDING_KINDS, OutputLayout
+from slide2vec_dagster.slide_embedding import EmbeddingOutcome
 from slide2vec_dagster.slide_tiling import TilingOutcome
 
 PREVIEW_ARTIFACTS = ("mask_preview", "tiling_preview")
@@ -62,6 +64,8 @@ class Slide2vecIOManager(ConfigurableIOManager):
                 metadata = self._write_coordinates(context, pipeline, layout, value)
             elif artifact in PREVIEW_ARTIFACTS:
                 metadata = self._write_preview(layout, artifact, sample_id, value)
+            elif artifact in EMBEDDING_KINDS:
+                metadata = self._write_embedding(context, pipeline, layout, value)
             else:
                 raise ValueError(f"no writer for artifact {artifact!r} (asset {context.asset_key.to_user_string()})")
         context.add_output_metadata(metadata)
@@ -91,6 +95,26 @@ class Slide2vecIOManager(ConfigurableIOManager):
             "coordinates_meta": MetadataValue.path(str(meta)),
             "process_list": MetadataValue.path(str(layout.process_list)),
         }
+
+    def _write_embedding(
+        self, context: OutputContext, pipeline: str, layout: OutputLayout, outcome: EmbeddingOutcome
+    ) -> dict[str, Any]:
+        output_format = outcome.meta["format"]
+        payload = layout.embedding_payload(outcome.kind, outcome.sample_id, output_format)
+        meta = layout.embedding_meta(outcome.kind, outcome.sample_id)
+        write_config_yaml(layout.config_yaml, self._platform().config().resolved_pipeline(pipeline))
+        if outcome.status == "done":
+            assert outcome.features is not None
+            write_embedding(payload, meta, outcome.features, outcome.meta)
+        process_list.update(
+            layout.process_list,
+            outcome.sample_id,
+            outcome.status,
+            encoder_name=outcome.meta["encoder_name"],
+            feature_path=payload,
+            run_id=context.run_id,
+        )
+        return {"payload": MetadataValue.path(str(payload)), "meta": MetadataValue.path(str(meta))}
 
     def _write_preview(
         self, layout: OutputLayout, artifact: str, sample_id: str, rgb: np.ndarray | None

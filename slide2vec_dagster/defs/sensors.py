@@ -14,9 +14,9 @@ from dagster import (
 )
 
 from slide2vec_dagster.config import PlatformConfig
+from slide2vec_dagster.defs.asset_keys import pipeline_asset_keys
 from slide2vec_dagster.defs.partitions import patient_partitions, sample_partitions, unregistered
 from slide2vec_dagster.defs.resources import manifest_stamps
-from slide2vec_dagster.defs.tiling_assets import tiling_asset_keys
 from slide2vec_dagster.manifest import read_manifests
 
 
@@ -41,7 +41,7 @@ def build_cohort_sensor(config: PlatformConfig) -> SensorDefinition:
             RunRequest(
                 run_key=f"{pipeline}:{sample_id}",
                 partition_key=sample_id,
-                asset_selection=tiling_asset_keys(pipeline, config),
+                asset_selection=pipeline_asset_keys(pipeline, config),
                 tags={"slide2vec/pipeline": pipeline, "slide2vec/trigger": "new_slide"},
             )
             for pipeline in config.pipelines

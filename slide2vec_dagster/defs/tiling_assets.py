@@ -8,7 +8,6 @@ from typing import Any
 
 from dagster import (
     AssetExecutionContext,
-    AssetKey,
     AssetOut,
     AssetsDefinition,
     BackfillPolicy,
@@ -21,6 +20,7 @@ from dagster import (
 from slide2vec_dagster.artifacts import process_list
 from slide2vec_dagster.artifacts.config_file import write_config_yaml
 from slide2vec_dagster.config import PlatformConfig
+from slide2vec_dagster.defs.asset_keys import tiling_asset_keys
 from slide2vec_dagster.defs.partitions import sample_partitions
 from slide2vec_dagster.defs.resources import PlatformResource
 from slide2vec_dagster.slide_tiling import describe, tile_sample
@@ -31,14 +31,6 @@ DESCRIPTIONS = {
     "mask_preview": "Tissue contours drawn on a low-resolution copy of the slide: preview/mask/<sample_id>.png",
     "tiling_preview": "Every kept tile outlined on the slide: preview/tiling/<sample_id>.png",
 }
-
-
-def tiling_asset_keys(pipeline: str, config: PlatformConfig) -> list[AssetKey]:
-    preview = config.pipelines[pipeline].tiling.preview
-    names = ["coordinates"]
-    names += ["mask_preview"] if preview.save_mask_preview else []
-    names += ["tiling_preview"] if preview.save_tiling_preview else []
-    return [AssetKey([pipeline, name]) for name in names]
 
 
 def build_tiling_assets(pipeline: str, config: PlatformConfig) -> AssetsDefinition:

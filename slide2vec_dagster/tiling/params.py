@@ -23,6 +23,10 @@ DEFAULT_MIN_COVERAGE: dict[str, float | None] = {"background": None, "tissue": 0
 DEFAULT_COLORS: dict[str, list[int] | None] = {"background": None, "tissue": [157, 219, 129]}
 
 
+class UnsupportedConfigError(ValueError):
+    """A valid slide2vec setting that this platform does not implement yet (refused, never ignored)."""
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -185,7 +189,7 @@ class MaskParams(_Strict):
 
     def require_binary_tissue(self) -> None:
         if not self.is_binary_tissue:
-            raise NotImplementedError(
+            raise UnsupportedConfigError(
                 "annotation-aware sampling (tiling.masks other than pixel_mapping {background: 0, tissue: 1} "
                 "sampling only 'tissue') is not supported yet; use the default masks block, and a binary "
                 "tissue mask whose tissue value is 1 (or 255)"
@@ -227,6 +231,7 @@ class TilingConfig(_Strict):
 
 
 __all__ = [
+    "UnsupportedConfigError",
     "FilterParams",
     "MaskParams",
     "PreviewParams",

@@ -1,0 +1,100 @@
+"""Embedding payloads (``.pt`` / ``.npz``) and their ``.meta.json`` sidecars (ARTIFACTS.md s2, s5)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from slide2vec_dagster.artifacts import atomic
+
+FEATURE_DTYPES = {torch.float16: "fp16", torch.float32: "fp32"}
+
+
+def feature_dtype_name(dtype: torch.dtype) -> str:
+    if dtype not in FEATURE_DTYPES:
+        raise ValueError(f"features must be stored as fp16 or fp32, got {dtype}")
+    return FEATURE_DTYPES[dtype]
+
+
+def write_embedding(payload_path: Path, meta_path: Path, features: torch.Tensor, meta: dict[str, Any]) -> None:
+    """Payload first, sidecar last. A payload of the other format (a changed ``output_format``) is removed
+    before the sidecar lands, so a directory never holds two payloads for one sidecar."""
+    features = features.detach().to("cpu").contiguous()
+    feature_dtype_name(features.dtype)
+    if payload_path.suffix == ".pt":
+        atomic.write_buffer(payload_path, lambda buffer: torch.save(features, buffer))
+    elif payload_path.suffix == ".npz":
+        arrays = {"features": features.numpy()}
+        if meta.get("artifact_type") in ("tile_embeddings", "hierarchical_embeddings"):
+            arrays["tile_index"] = np.arange(features.shape[0], dtype=np.int64)
+        atomic.write_buffer(payload_path, lambda buffer: np.savez_compressed(buffer, **arrays))
+    else:
+        raise ValueError(f"unknown payload format {payload_path.suffix!r}; use .pt or .npz")
+    other = payload_path.with_suffix(".npz" if payload_path.suffix == ".pt" else ".pt")
+    other.unlink(missing_ok=True)
+    atomic.write_json(meta_path, meta)
+
+
+def read_embedding(payload_path: Path) -> torch.Tensor:
+    """Load a payload the way a user would (``torch.load`` / ``numpy.load``)."""
+    if payload_path.suffix == ".pt":
+        return torch.load(payload_path, map_location="cpu", weights_only=True)
+    with np.load(payload_path) as archive:
+        return torch.from_numpy(archive["features"])
+
+
+def read_meta(meta_path: Path) -> dict[str, Any]:
+    return json.loads(Path(meta_path).read_text(encoding="utf-8"))
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    name: str
+    passed: bool
+    description: str
+
+
+EMBEDDING_CHECKS = (
+    "rows_match_coordinates",
+    "all_finite",
+    "feature_dim_matches_registry",
+    "dtype_matches_feature_dtype",
+)
+
+
+def verify_embedding(
+    payload_path: Path, meta_path: Path, n_coordinates: int, expected_dim: int, tiles_per_region: int | None = None
+) -> list[CheckOutcome]:
+    """Check the files on disk as a user would load them: one outcome per name in EMBEDDING_CHECKS."""
+    features = read_embedding(payload_path)
+    meta = read_meta(meta_path)
+    rows = int(features.shape[0])
+    shape_ok = features.ndim == (3 if tiles_per_region else 2) and (
+        tiles_per_region is None or features.shape[1] == tiles_per_region
+    )
+    finite = bool(torch.isfinite(features).all()) if features.numel() else True
+    dim = int(features.shape[-1]) if features.ndim else -1
+    stored = FEATURE_DTYPES.get(features.dtype, str(features.dtype))
+    return [
+        CheckOutcome(
+            "rows_match_coordinates",
+            rows == n_coordinates and shape_ok,
+            f"{rows} payload rows of shape {tuple(features.shape)} for {n_coordinates} coordinates",
+        ),
+        CheckOutcome("all_finite", finite, "every value finite" if finite else "NaN or Inf values in the payload"),
+        CheckOutcome(
+            "feature_dim_matches_registry",
+            dim == expected_dim and meta.get("feature_dim") == expected_dim,
+            f"payload dim {dim}, sidecar feature_dim {meta.get('feature_dim')}, registry {expected_dim}",
+        ),
+        CheckOutcome(
+            "dtype_matches_feature_dtype",
+            stored == meta.get("feature_dtype"),
+            f"payload dtype {stored}, sidecar feature_dtype {meta.get('feature_dtype')}",
+        ),
+    ]

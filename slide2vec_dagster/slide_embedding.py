@@ -1,0 +1,207 @@
+"""Embed one slide's tiles (or regions) for one pipeline: plain Python, no Dagster.
+
+The assets call ``embed_sample`` with the coordinates the tiling step wrote and hand the outcome to
+the IO manager. Encoders are cached per process: a run that embeds several slides, or the CLI's
+in-process runs, load the model once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from slide2vec_dagster import __version__
+from slide2vec_dagster.artifacts.embeddings import feature_dtype_name, read_meta
+from slide2vec_dagster.config import PipelineConfig
+from slide2vec_dagster.embedding.hierarchical import plan_subtiles, subtile_read_plan
+from slide2vec_dagster.embedding.loop import LoopStats, ReadPlan, run_encoder
+from slide2vec_dagster.encoders import TileEncoder, get_spec, load_encoder, storage_dtype
+from slide2vec_dagster.layout import OutputLayout
+from slide2vec_dagster.manifest import SlideEntry
+from slide2vec_dagster.wsi import open_slide
+
+logger = logging.getLogger(__name__)
+
+_ENCODERS: dict[tuple[str, str | None, str | None, str, str], TileEncoder] = {}
+
+
+@dataclass
+class EmbeddingOutcome:
+    """What the IO manager writes for one slide. ``status`` is ``done`` or ``skipped``."""
+
+    sample_id: str
+    kind: str  # tile_embeddings | hierarchical_embeddings
+    status: str
+    features: torch.Tensor | None  # None when skipped (the payload on disk is current)
+    meta: dict[str, Any]
+    stats: LoopStats = field(default_factory=LoopStats)
+
+
+def embedding_kind(pipeline: PipelineConfig) -> str:
+    return "hierarchical_embeddings" if pipeline.is_hierarchical else "tile_embeddings"
+
+
+def resolve_device(requested: str) -> str:
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("speed.device is cuda but torch sees no CUDA device; set speed.device: auto or cpu")
+    return requested
+
+
+def cached_encoder(pipeline: PipelineConfig) -> TileEncoder:
+    model, speed = pipeline.model, pipeline.speed
+    assert model is not None
+    device = resolve_device(speed.device)
+    weights = str(model.weights) if model.weights else None
+    key = (model.name, weights, model.variant, device, str(speed.precision))
+    if key not in _ENCODERS:
+        _ENCODERS[key] = load_encoder(
+            model.name, weights, device=device, precision=speed.precision, variant=model.variant
+        )
+    return _ENCODERS[key]
+
+
+def inputs_fingerprint(pipeline: PipelineConfig, coordinates_meta: dict[str, Any]) -> str:
+    """The coordinates' own inputs (slide, mask, tiling) plus everything the encoder step adds."""
+    parts = {
+        "coordinates": coordinates_meta.get("artifact", {}).get("inputs_fingerprint"),
+        "embedding": pipeline.embedding_fingerprint(),
+        "code": __version__,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _reusable(
+    kind: str, sample_id: str, pipeline: PipelineConfig, layout: OutputLayout, fingerprint: str
+) -> dict | None:
+    payload = layout.embedding_payload(kind, sample_id, pipeline.output_format)
+    meta_path = layout.embedding_meta(kind, sample_id)
+    if not (payload.exists() and meta_path.exists()):
+        return None
+    try:
+        meta = read_meta(meta_path)
+    except (OSError, ValueError):
+        return None
+    return meta if meta.get("provenance", {}).get("inputs_fingerprint") == fingerprint else None
+
+
+def embed_sample(
+    entry: SlideEntry,
+    pipeline: PipelineConfig,
+    layout: OutputLayout,
+    coordinates: tuple[dict[str, np.ndarray], dict[str, Any]],
+    run_id: str | None = None,
+    progress: Callable[[LoopStats], None] | None = None,
+    reuse_existing: bool = True,
+) -> EmbeddingOutcome:
+    """Embed the tiles (or, in hierarchical mode, the regions' subtiles) listed by ``coordinates``."""
+    if pipeline.model is None:
+        raise ValueError("this pipeline has no model block; add model: {name: <preset>} to embed its tiles")
+    arrays, coords_meta = coordinates
+    kind = embedding_kind(pipeline)
+    fingerprint = inputs_fingerprint(pipeline, coords_meta)
+    if reuse_existing and (meta := _reusable(kind, entry.sample_id, pipeline, layout, fingerprint)) is not None:
+        return EmbeddingOutcome(entry.sample_id, kind, "skipped", None, meta)
+
+    spec = get_spec(pipeline.model.name)
+    feature_dim = spec.feature_dim(pipeline.model.variant)
+    out_dtype = storage_dtype(pipeline.speed.precision or spec.precision, pipeline.speed.output_dtype)
+    tiling_meta, slide_meta = coords_meta["tiling"], coords_meta["slide"]
+    x, y = arrays["x"], arrays["y"]
+    params = pipeline.tiling.params
+    tile_px = int(params.requested_tile_size_px)  # type: ignore[arg-type]
+
+    if kind == "hierarchical_embeddings":
+        geometry = plan_subtiles(
+            requested_spacing_um=float(params.requested_spacing_um),  # type: ignore[arg-type]
+            requested_tile_size_px=tile_px,
+            region_tile_multiple=int(pipeline.region_tile_multiple),  # type: ignore[arg-type]
+            base_spacing_um=float(slide_meta["base_spacing_um"]),
+            level_downsamples=tuple(slide_meta["level_downsamples"]),
+            tolerance=float(params.tolerance),
+        )
+        plan = subtile_read_plan(x, y, geometry)
+        read_tile_px, tile_size_lv0 = geometry.tile.read_tile_size_px, geometry.tile_size_lv0
+    else:
+        read_tile_px, tile_size_lv0 = int(tiling_meta["read_tile_size_px"]), int(tiling_meta["tile_size_lv0"])
+        plan = ReadPlan(
+            x=x, y=y, read_level=int(tiling_meta["read_level"]), read_size_px=read_tile_px, target_size_px=tile_px
+        )
+
+    stats = LoopStats()
+    weights_origin = "not loaded (no tiles)"
+    device = resolve_device(pipeline.speed.device)
+    if len(plan) == 0:
+        features = torch.empty((0, feature_dim), dtype=torch.float32)
+    else:
+        encoder = cached_encoder(pipeline)
+        weights_origin = encoder.weights_origin
+        # Read with the reader that tiled the slide, so the pixels are the ones the tiling saw.
+        backend = coords_meta["provenance"]["backend"]
+        with open_slide(entry.image_path, backend, entry.spacing_at_level_0) as reader:
+            features, stats = run_encoder(
+                reader,
+                plan,
+                encoder,
+                feature_dim,
+                batch_size=pipeline.model.batch_size,
+                num_workers=pipeline.speed.num_workers,
+                prefetch_batches=pipeline.speed.prefetch_batches,
+                progress=progress,
+            )
+    if kind == "hierarchical_embeddings":
+        features = features.reshape(len(x), geometry.tiles_per_region, feature_dim)
+    features = features.to(out_dtype)
+
+    meta: dict[str, Any] = {
+        "sample_id": entry.sample_id,
+        "artifact_type": kind,
+        "backend": coords_meta["provenance"]["backend"],
+        "coordinates_meta_path": str(layout.coordinates_meta(entry.sample_id)),
+        "coordinates_npz_path": str(layout.coordinates_npz(entry.sample_id)),
+        "encoder_level": "tile",
+        "encoder_name": spec.name,
+        "feature_dim": feature_dim,
+        "format": pipeline.output_format,
+        "image_path": str(entry.image_path),
+        "mask_path": str(entry.mask_path) if entry.mask_path else None,
+        "num_tiles": int(plan.x.shape[0]),
+        "tile_size_lv0": int(tile_size_lv0),
+        "annotation": None,
+        "feature_dtype": feature_dtype_name(out_dtype),
+        "requested_spacing_um": float(params.requested_spacing_um),  # type: ignore[arg-type]
+        "requested_tile_size_px": tile_px,
+        "read_tile_size_px": int(read_tile_px),
+        "encoder_input_size_px": int(spec.tile_size_px),
+        "tiles_tar_path": "",
+        "provenance": {
+            "run_id": run_id,
+            "code_version": __version__,
+            "config_hash": pipeline.embedding_fingerprint(),
+            "inputs_fingerprint": fingerprint,
+            "coordinates_inputs_fingerprint": coords_meta.get("artifact", {}).get("inputs_fingerprint"),
+            "encoder_variant": pipeline.model.variant or spec.default_variant,
+            "model_weights": weights_origin,
+            "precision": pipeline.speed.precision,
+            "device": device,
+        },
+    }
+    if kind == "hierarchical_embeddings":
+        multiple = int(pipeline.region_tile_multiple)  # type: ignore[arg-type]
+        meta.update(
+            num_regions=len(x),
+            tiles_per_region=multiple * multiple,
+            region_tile_multiple=multiple,
+            requested_region_size_px=tile_px * multiple,
+            read_region_size_px=int(tiling_meta["read_tile_size_px"]),
+            subtile_order="row_major",
+        )
+    return EmbeddingOutcome(entry.sample_id, kind, "done", features, meta, stats)
