@@ -40,7 +40,7 @@ def cmu_tiles() -> dict[str, np.ndarray]:
 def test_layout_is_fixed_and_documented(encoder):
     spec = get_spec("baseline")
     assert len(NAMES) == len(set(NAMES)) == spec.feature_dim() == encoder.feature_dim == 70
-    assert NAMES[:2] == ["rgb_r_mean", "rgb_r_std"] and NAMES[-1] == "tex_s2_glcm_correlation"
+    assert NAMES[:2] == ["rgb_r_mean", "rgb_r_std"] and NAMES[-1] == "tex_s4_glcm_correlation"
     assert "not a foundation model" in spec.description
     assert "not a foundation model" in (baseline_module.__doc__ or "").lower()
 
@@ -61,7 +61,7 @@ def test_tissue_and_background_differ_clearly(encoder, cmu_tiles):
     assert f(tissue, "od_mean").min() > 4 * f(glass, "od_mean").max()
     assert f(tissue, "hsv_sat_mean").min() > 3 * f(glass, "hsv_sat_mean").max()
     assert f(tissue, "stain_h_mean").min() > 0.1 and (f(glass, "stain_h_mean") == 0).all()  # masked to tissue
-    assert f(tissue, "tex_s1_grad_mean").min() > f(glass, "tex_s1_grad_mean").max()
+    assert f(tissue, "tex_s2_grad_mean").min() > f(glass, "tex_s2_grad_mean").max()
     # whole vectors: the two tissue tiles are closer to each other than to glass (standardised features)
     z = (feats - feats.mean(0)) / feats.std(0).clamp_min(1e-6)
     assert torch.dist(z[0], z[1]) < 0.5 * min(torch.dist(z[0], z[2]), torch.dist(z[1], z[2]))
@@ -89,10 +89,10 @@ def test_texture_features_respond_to_structure(encoder):
     checker = np.kron(np.indices((28, 28)).sum(0) % 2, np.ones((8, 8)))[None, ..., None] * 120 + 60
     checker = np.repeat(checker, 3, axis=-1).astype(np.uint8)
     feats = encoder(np.concatenate([flat, checker]))
-    assert f(feats[0], "tex_s1_grad_mean") == 0 and f(feats[1], "tex_s1_grad_mean") > 0.1
-    assert f(feats[0], "tex_s1_glcm_contrast") == 0 and f(feats[1], "tex_s1_glcm_contrast") > 1
-    assert f(feats[0], "tex_s1_lbp_8") == 1.0  # flat: every neighbour >= centre
-    assert f(feats[0], "tex_s1_glcm_correlation") == 1.0
+    assert f(feats[0], "tex_s2_grad_mean") == 0 and f(feats[1], "tex_s2_grad_mean") > 0.1
+    assert f(feats[0], "tex_s2_glcm_contrast") == 0 and f(feats[1], "tex_s2_glcm_contrast") > 1
+    assert f(feats[0], "tex_s2_lbp_8") == 1.0  # flat: every neighbour >= centre
+    assert f(feats[0], "tex_s2_glcm_correlation") == 1.0
 
 
 def test_runs_on_any_tile_size_and_on_meta():

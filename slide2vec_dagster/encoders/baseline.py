@@ -6,22 +6,37 @@ tested offline, on CPU or CUDA, with features that still separate tissue from ba
 haematoxylin-rich from eosin-rich tissue. Use it as a sanity baseline, never as a substitute for a
 pretrained encoder.
 
-Input: float RGB in [0, 1], shape (B, 3, H, W) (the preset's transform only scales uint8 by 1/255).
-Everything is vectorised over the batch in torch, runs in fp32 regardless of autocast, and is
-deterministic (histograms are integer scatter-adds, so CUDA atomics do not reorder float sums).
+Input: float RGB in [0, 1], shape (B, 3, H, W) with H, W >= 16 (the preset's transform only scales
+uint8 by 1/255). Everything is vectorised over the batch in torch, runs in fp32 regardless of
+autocast, and is deterministic: histograms and percentiles are integer ``bincount`` s over quantised
+codes (no float scatter-adds, so CUDA atomics cannot reorder sums), and there are no per-tile loops.
 
-Feature order (``FEATURE_NAMES``):
-  1. RGB, per channel R/G/B: mean, std, p10, p50, p90                                    (15)
-  2. HSV: saturation-weighted circular hue (cos, sin), saturation mean/std, value mean/std  (6)
-  3. Optical density OD = -log10(I): mean per channel R/G/B and overall                    (4)
-  4. Tissue fraction: share of pixels with max-channel OD > 0.15 (Macenko's beta)          (1)
-  5. Ruifrok-Johnston colour deconvolution (fixed H&E-DAB matrix, skimage's ``rgb_from_hed``),
-     over tissue pixels: H mean/std, global H p90, E mean/std, global E p90, residual (3rd
-     stain) mean, H fraction = H / (H + E)                                                 (8)
-  6. Texture on luminance at scale 1 and 2 (2x2 average-pooled), per scale: Sobel gradient
-     magnitude mean/std, Laplacian variance and mean |Laplacian|, rotation-invariant uniform
-     LBP(8, 1) histogram (10 bins), GLCM (8 grey levels, offsets right+down, symmetric,
-     averaged) contrast / homogeneity / energy / correlation                        (2 x 18 = 36)
+Working resolution. The full-resolution input is read exactly once, by a 2x2 box average (stride 2,
+an area downsample, like OpenCV's INTER_AREA; a trailing odd row / column is dropped). Every feature
+below is computed on that half-resolution tile ``A`` (1 um/px for 0.5 um/px tiles), or on ``A``
+pooled once more for the second texture scale. This keeps the encoder several times cheaper than
+reading and decoding the tile. Values are clamped to [0, 1] after pooling. "Quantised" means
+``round(255 * A)`` as 8-bit codes.
+
+Feature order (``FEATURE_NAMES``, 70 features):
+  1. RGB of ``A``, per channel R/G/B: mean, std, p10, p50, p90 (percentiles: nearest rank on the
+     8-bit codes, from a 256-bin histogram, reported in [0, 1])                             (15)
+  2. HSV of ``A``: saturation-weighted circular hue (cos, sin), saturation mean/std,
+     value mean/std                                                                           (6)
+  3. Optical density OD = -log10(max(code, 1) / 255) of the quantised ``A``: mean per channel
+     R/G/B (exact, from the 256-bin histograms) and overall                                   (4)
+  4. Tissue fraction: share of pixels of ``A`` with max-channel OD > 0.15 (Macenko's beta)   (1)
+  5. Ruifrok-Johnston colour deconvolution (fixed H&E-DAB matrix, skimage's ``rgb_from_hed``) of the
+     OD of ``A``, over tissue pixels: H mean/std, global H p90, E mean/std, global E p90, residual
+     (3rd stain) mean, H fraction = H / (H + E). The p90s are nearest-rank over all pixels of the
+     tile (``kthvalue``), 0 where the tile has no tissue for the means/stds                   (8)
+  6. Texture on luminance (BT.601 weights) at downsampling factors 2 and 4 relative to the input
+     tile (``A`` and ``A`` 2x2-pooled; names ``tex_s2_*`` / ``tex_s4_*``), per scale: Sobel gradient
+     magnitude mean/std, Laplacian variance and mean |Laplacian| (replicate padding),
+     rotation-invariant uniform LBP(8, 1) histogram over interior pixels (10 bins: 0..8 = set bits of
+     a uniform pattern, 9 = non-uniform), GLCM (8 grey levels, offsets right+down, symmetric,
+     averaged) contrast / homogeneity / energy / correlation (correlation = 1 for a flat tile, as in
+     skimage)                                                                          (2 x 18 = 36)
 """
 
 from __future__ import annotations
@@ -35,9 +50,10 @@ from torch import nn
 from slide2vec_dagster.encoders.precision import no_autocast
 
 _CHANNELS = ("r", "g", "b")
-_SCALES = (1, 2)
+_SCALES = (2, 4)  # downsampling factor of the texture working resolution w.r.t. the input tile
 _GLCM_LEVELS = 8
 _LBP_BINS = 10
+_MIN_SIDE = 16
 TISSUE_OD_THRESHOLD = 0.15
 
 # Ruifrok & Johnston (2001) stain OD vectors, rows H, E, DAB (== skimage.color.rgb_from_hed).
@@ -46,6 +62,9 @@ _RGB_FROM_HED = (
     (0.07, 0.99, 0.11),
     (0.27, 0.57, 0.78),
 )
+_LUMA = (0.299, 0.587, 0.114)
+# LBP neighbours in circular order, as (dy, dx) offsets of a 3x3 window; bit k of the code = neighbour k.
+_LBP_OFFSETS = ((0, 0), (0, 1), (0, 2), (1, 2), (2, 2), (2, 1), (2, 0), (1, 0))
 
 
 def _names() -> tuple[str, ...]:
@@ -75,6 +94,16 @@ FEATURE_NAMES: tuple[str, ...] = _names()
 FEATURE_DIM = len(FEATURE_NAMES)
 
 
+def _lbp_class_matrix() -> torch.Tensor:
+    """(256, 10) one-hot map from an 8-bit LBP code to its rotation-invariant uniform class."""
+    matrix = torch.zeros(256, _LBP_BINS)
+    for code in range(256):
+        bits = [(code >> k) & 1 for k in range(8)]
+        transitions = sum(bits[k] != bits[k - 1] for k in range(8))
+        matrix[code, sum(bits) if transitions <= 2 else _LBP_BINS - 1] = 1.0
+    return matrix
+
+
 class ColorTextureBaseline(nn.Module):
     """Deterministic hand-crafted features; see the module docstring for the exact layout."""
 
@@ -82,11 +111,24 @@ class ColorTextureBaseline(nn.Module):
         super().__init__()
         rgb_from_hed = torch.tensor(_RGB_FROM_HED, dtype=torch.float32)
         rgb_from_hed = rgb_from_hed / rgb_from_hed.norm(dim=1, keepdim=True)
-        self.register_buffer("hed_from_rgb", torch.linalg.inv(rgb_from_hed), persistent=False)
+        # conc (stains) = hed_from_rgb^T @ od (channels): stored transposed for a batched matmul.
+        self.register_buffer("stain_matrix", torch.linalg.inv(rgb_from_hed).T.contiguous(), persistent=False)
+        # 2x2 box average of each RGB channel, stride 2: the single pass over the full-resolution input.
+        pool = torch.zeros(3, 3, 2, 2)
+        for c in range(3):
+            pool[c, c] = 0.25
+        self.register_buffer("pool_rgb", pool, persistent=False)
+        self.register_buffer("luma", torch.tensor(_LUMA).view(1, 3, 1, 1), persistent=False)
         sobel = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
         kernels = torch.stack([sobel, sobel.T, torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])])
         self.register_buffer("kernels", kernels.unsqueeze(1), persistent=False)  # (3, 1, 3, 3)
-        self.register_buffer("luma", torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1), persistent=False)
+        levels = torch.arange(256, dtype=torch.float32)
+        self.register_buffer("od_lut", -torch.log10(levels.clamp_min(1.0) / 255.0), persistent=False)
+        self.register_buffer("levels_256", levels / 255.0, persistent=False)
+        self.register_buffer("lbp_classes", _lbp_class_matrix(), persistent=False)
+        i = torch.arange(_GLCM_LEVELS, dtype=torch.float32)
+        ii, jj = torch.meshgrid(i, i, indexing="ij")
+        self.register_buffer("glcm_ij", torch.stack([ii, jj]), persistent=False)
 
     @property
     def num_features(self) -> int:
@@ -95,126 +137,133 @@ class ColorTextureBaseline(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"expected (B, 3, H, W) RGB in [0, 1], got {tuple(x.shape)}")
+        if min(x.shape[-2:]) < _MIN_SIDE:
+            raise ValueError(f"tiles must be at least {_MIN_SIDE}px on each side, got {tuple(x.shape[-2:])}")
         if x.device.type == "meta":
             return x.new_empty((x.shape[0], FEATURE_DIM), dtype=torch.float32)
         with no_autocast(x.device):
-            x = x.float().clamp(0.0, 1.0)
-            feats = [self._rgb(x), self._hsv(x)]
-            od = -torch.log10(x.clamp_min(1.0 / 255.0))
-            tissue = od.amax(dim=1) > TISSUE_OD_THRESHOLD  # (B, H, W)
-            feats += [od.mean(dim=(2, 3)), od.mean(dim=(1, 2, 3)).unsqueeze(1), tissue.float().mean((1, 2))[:, None]]
-            feats.append(self._stains(od, tissue))
-            gray = (x * self.luma).sum(dim=1, keepdim=True)
-            for scale in _SCALES:
-                g = gray if scale == 1 else F.avg_pool2d(gray, scale)
-                feats.append(self._texture(g))
+            # The one pass over the full-resolution tile: 2x2 area average -> (B, 3, H/2, W/2).
+            half = F.conv2d(x.float(), self.pool_rgb, stride=2).clamp_(0.0, 1.0).contiguous()
+            rgb = half.flatten(2)  # (B, 3, N)
+            codes = torch.round(rgb * 255.0).to(torch.int64)  # (B, 3, N) in 0..255
+            hist = _row_histograms(codes.flatten(0, 1), 256).view(x.shape[0], 3, 256)  # counts
+            od = -torch.log10(rgb.clamp_min(1.0 / 255.0))
+            tissue = od.amax(dim=1) > TISSUE_OD_THRESHOLD  # (B, N)
+            feats = [
+                self._rgb(rgb, hist),
+                self._hsv(rgb),
+                self._od(hist),
+                tissue.float().mean(1, keepdim=True),
+                self._stains(od, tissue),
+            ]
+            gray = (half * self.luma).sum(dim=1, keepdim=True)  # (B, 1, H/2, W/2)
+            feats.append(self._texture(gray))
+            feats.append(self._texture(F.avg_pool2d(gray, 2)))
             out = torch.cat(feats, dim=1)
         return torch.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
 
     # ------------------------------------------------------------------ groups
-    @staticmethod
-    def _rgb(x: torch.Tensor) -> torch.Tensor:
-        flat = x.flatten(2)  # (B, 3, N)
-        q = _quantiles(flat, (0.1, 0.5, 0.9))  # (B, 3, 3)
-        stats = torch.stack([flat.mean(-1), flat.std(-1, unbiased=False)], dim=-1)  # (B, 3, 2)
-        return torch.cat([stats, q], dim=-1).flatten(1)  # per channel: mean, std, p10, p50, p90
+    def _rgb(self, rgb: torch.Tensor, hist: torch.Tensor) -> torch.Tensor:
+        var, mean = torch.var_mean(rgb, dim=-1, correction=0)
+        q = _hist_quantiles(hist, (0.1, 0.5, 0.9)) / 255.0  # (B, 3, 3)
+        return torch.cat([mean[..., None], var.sqrt()[..., None], q], dim=-1).flatten(1)
+
+    def _od(self, hist: torch.Tensor) -> torch.Tensor:
+        per_channel = (hist @ self.od_lut) / hist.sum(-1)  # exact mean OD of the quantised pixels
+        return torch.cat([per_channel, per_channel.mean(1, keepdim=True)], dim=1)
 
     @staticmethod
-    def _hsv(x: torch.Tensor) -> torch.Tensor:
-        r, g, b = x.unbind(1)
-        maxc, argmax = x.max(dim=1)
-        delta = maxc - x.amin(dim=1)
+    def _hsv(rgb: torch.Tensor) -> torch.Tensor:
+        r, g, b = rgb.unbind(1)
+        maxc, argmax = rgb.max(dim=1)
+        delta = maxc - rgb.amin(dim=1)
         safe = delta.clamp_min(1e-6)
-        hue = (
-            torch.where(
-                argmax == 0,
-                torch.remainder((g - b) / safe, 6.0),
-                torch.where(argmax == 1, (b - r) / safe + 2.0, (r - g) / safe + 4.0),
-            )
-            / 6.0
+        hue = torch.where(
+            argmax == 0,
+            torch.remainder((g - b) / safe, 6.0),
+            torch.where(argmax == 1, (b - r) / safe + 2.0, (r - g) / safe + 4.0),
         )
-        sat = torch.where(maxc > 1e-6, delta / maxc.clamp_min(1e-6), torch.zeros_like(maxc))
-        angle = 2.0 * math.pi * hue
-        weight = sat.flatten(1)
-        norm = weight.sum(1).clamp_min(1e-6)
-        hue_cos = (weight * torch.cos(angle).flatten(1)).sum(1) / norm
-        hue_sin = (weight * torch.sin(angle).flatten(1)).sum(1) / norm
-        s, v = sat.flatten(1), maxc.flatten(1)
-        return torch.stack(
-            [hue_cos, hue_sin, s.mean(1), s.std(1, unbiased=False), v.mean(1), v.std(1, unbiased=False)], dim=1
-        )
+        sat = delta / maxc.clamp_min(1e-6)  # 0 where maxc == 0 because delta == 0 there
+        angle = hue * (2.0 * math.pi / 6.0)
+        norm = sat.sum(1).clamp_min(1e-6)
+        hue_cos = (sat * torch.cos(angle)).sum(1) / norm
+        hue_sin = (sat * torch.sin(angle)).sum(1) / norm
+        s_var, s_mean = torch.var_mean(sat, dim=1, correction=0)
+        v_var, v_mean = torch.var_mean(maxc, dim=1, correction=0)
+        return torch.stack([hue_cos, hue_sin, s_mean, s_var.sqrt(), v_mean, v_var.sqrt()], dim=1)
 
     def _stains(self, od: torch.Tensor, tissue: torch.Tensor) -> torch.Tensor:
-        conc = torch.einsum("bchw,cs->bshw", od, self.hed_from_rgb).clamp_min(0.0)  # (B, 3 stains, H, W)
-        flat = conc.flatten(2)
-        mask = tissue.flatten(1).float()[:, None, :]  # (B, 1, N)
+        conc = torch.matmul(self.stain_matrix, od).clamp_min_(0.0)  # (B, 3 stains, N)
+        mask = tissue.float()[:, None, :]  # (B, 1, N)
         count = mask.sum(-1).clamp_min(1.0)
-        mean = (flat * mask).sum(-1) / count  # zero where there is no tissue
-        std = (((flat - mean[..., None]) ** 2 * mask).sum(-1) / count).sqrt()
-        p90 = _quantiles(flat[:, :2], (0.9,))[..., 0]  # (B, 2) global H / E p90
+        mean = (conc * mask).sum(-1) / count  # zero where there is no tissue
+        std = (((conc - mean[..., None]) ** 2 * mask).sum(-1) / count).sqrt()
+        p90 = _quantiles(conc[:, :2], 0.9)  # (B, 2) global H / E p90
         h_fraction = mean[:, 0] / (mean[:, 0] + mean[:, 1]).clamp_min(1e-6)
         return torch.stack(
             [mean[:, 0], std[:, 0], p90[:, 0], mean[:, 1], std[:, 1], p90[:, 1], mean[:, 2], h_fraction], dim=1
         )
 
     def _texture(self, gray: torch.Tensor) -> torch.Tensor:
-        responses = F.conv2d(F.pad(gray, (1, 1, 1, 1), mode="replicate"), self.kernels)  # (B, 3, H, W)
-        grad = torch.sqrt(responses[:, 0] ** 2 + responses[:, 1] ** 2).flatten(1)
-        lap = responses[:, 2].flatten(1)
+        responses = F.conv2d(F.pad(gray, (1, 1, 1, 1), mode="replicate"), self.kernels).flatten(2)  # (B, 3, N)
+        grad = torch.hypot(responses[:, 0], responses[:, 1])
+        grad_var, grad_mean = torch.var_mean(grad, dim=1, correction=0)
+        lap = responses[:, 2]
+        lap_var = lap.var(dim=1, correction=0)
         parts = [
-            torch.stack(
-                [grad.mean(1), grad.std(1, unbiased=False), lap.var(1, unbiased=False), lap.abs().mean(1)], dim=1
-            ),
-            _lbp_histogram(gray[:, 0]),
-            _glcm_features(gray[:, 0]),
+            torch.stack([grad_mean, grad_var.sqrt(), lap_var, lap.abs().mean(1)], dim=1),
+            self._lbp_histogram(gray[:, 0]),
+            self._glcm_features(gray[:, 0]),
         ]
         return torch.cat(parts, dim=1)
 
+    def _lbp_histogram(self, gray: torch.Tensor) -> torch.Tensor:
+        h, w = gray.shape[-2] - 2, gray.shape[-1] - 2
+        center = gray[:, 1:-1, 1:-1]
+        code = torch.zeros(center.shape, dtype=torch.uint8, device=gray.device)
+        for k, (dy, dx) in enumerate(_LBP_OFFSETS):
+            code += (gray[:, dy : dy + h, dx : dx + w] >= center).to(torch.uint8) * (1 << k)
+        counts = _row_histograms(code.flatten(1).to(torch.int64), 256)  # (B, 256)
+        return (counts @ self.lbp_classes) / (h * w)
 
-def _quantiles(values: torch.Tensor, qs: tuple[float, ...]) -> torch.Tensor:
-    """Nearest-rank quantiles along the last dim (sort-based: torch.quantile caps the input size)."""
-    n = values.shape[-1]
-    ordered = values.sort(dim=-1).values
-    index = torch.tensor([round(q * (n - 1)) for q in qs], device=values.device)
-    return ordered.index_select(-1, index)
-
-
-def _histogram(codes: torch.Tensor, bins: int) -> torch.Tensor:
-    """Per-row normalised histogram of integer codes (B, N) -> (B, bins); integer adds are deterministic."""
-    counts = torch.zeros(codes.shape[0], bins, dtype=torch.int64, device=codes.device)
-    counts.scatter_add_(1, codes, torch.ones_like(codes))
-    return counts.float() / codes.shape[1]
-
-
-def _lbp_histogram(gray: torch.Tensor) -> torch.Tensor:
-    """Rotation-invariant uniform LBP(P=8, R=1) on interior pixels: codes 0..8 = number of set bits of a
-    uniform pattern, 9 = non-uniform."""
-    center = gray[:, 1:-1, 1:-1]
-    h, w = center.shape[-2:]
-    offsets = ((0, 0), (0, 1), (0, 2), (1, 2), (2, 2), (2, 1), (2, 0), (1, 0))  # circular order
-    bits = torch.stack([(gray[:, dy : dy + h, dx : dx + w] >= center) for dy, dx in offsets], dim=1).to(torch.int64)
-    ones = bits.sum(1)
-    transitions = (bits - bits.roll(1, dims=1)).abs().sum(1)
-    codes = torch.where(transitions <= 2, ones, torch.full_like(ones, _LBP_BINS - 1))
-    return _histogram(codes.flatten(1), _LBP_BINS)
-
-
-def _glcm_features(gray: torch.Tensor) -> torch.Tensor:
-    levels = _GLCM_LEVELS
-    q = (gray * levels).floor().clamp(0, levels - 1).to(torch.int64)
-    pairs = [(q[:, :, :-1], q[:, :, 1:]), (q[:, :-1, :], q[:, 1:, :])]  # right, down
-    i = torch.arange(levels, device=gray.device, dtype=torch.float32)
-    ii, jj = torch.meshgrid(i, i, indexing="ij")
-    out = []
-    for a, b in pairs:
-        p = _histogram((a * levels + b).flatten(1), levels * levels).view(-1, levels, levels)
-        p = 0.5 * (p + p.transpose(1, 2))  # symmetric
-        contrast = (p * (ii - jj) ** 2).sum((1, 2))
-        homogeneity = (p / (1.0 + (ii - jj).abs())).sum((1, 2))
-        energy = (p**2).sum((1, 2)).sqrt()
-        mu = (p * ii).sum((1, 2))
-        var = (p * (ii - mu[:, None, None]) ** 2).sum((1, 2))
-        cov = (p * (ii - mu[:, None, None]) * (jj - mu[:, None, None])).sum((1, 2))
+    def _glcm_features(self, gray: torch.Tensor) -> torch.Tensor:
+        levels = _GLCM_LEVELS
+        q = (gray * levels).floor_().clamp_(0, levels - 1).to(torch.int64)
+        right = (q[:, :, :-1] * levels + q[:, :, 1:]).flatten(1)
+        down = (q[:, :-1, :] * levels + q[:, 1:, :]).flatten(1) + levels * levels  # second block of bins
+        counts = _row_histograms(torch.cat([right, down], dim=1), 2 * levels * levels)
+        p = counts.view(-1, 2, levels, levels)
+        p = p / p.sum((2, 3), keepdim=True)
+        p = 0.5 * (p + p.transpose(2, 3))  # symmetric
+        ii, jj = self.glcm_ij
+        diff = ii - jj
+        contrast = (p * diff**2).sum((2, 3))
+        homogeneity = (p / (1.0 + diff.abs())).sum((2, 3))
+        energy = (p**2).sum((2, 3)).sqrt()
+        mu = (p * ii).sum((2, 3))[..., None, None]
+        var = (p * (ii - mu) ** 2).sum((2, 3))
+        cov = (p * (ii - mu) * (jj - mu)).sum((2, 3))
         correlation = torch.where(var > 1e-12, cov / var.clamp_min(1e-12), torch.ones_like(var))  # skimage: 1 if flat
-        out.append(torch.stack([contrast, homogeneity, energy, correlation], dim=1))
-    return 0.5 * (out[0] + out[1])
+        return torch.stack([contrast, homogeneity, energy, correlation], dim=2).mean(1)  # average right / down
+
+
+def _row_histograms(codes: torch.Tensor, bins: int) -> torch.Tensor:
+    """Per-row float counts of integer codes (R, N) in [0, bins) -> (R, bins), via one integer bincount."""
+    rows = codes.shape[0]
+    offsets = torch.arange(rows, device=codes.device, dtype=torch.int64).mul_(bins)[:, None]
+    return torch.bincount((codes + offsets).flatten(), minlength=rows * bins).view(rows, bins).float()
+
+
+def _hist_quantiles(hist: torch.Tensor, qs: tuple[float, ...]) -> torch.Tensor:
+    """Nearest-rank quantiles (bin indices) from per-row histograms (..., bins) -> (..., len(qs))."""
+    ranks = torch.tensor(qs, device=hist.device, dtype=hist.dtype)
+    ranks = torch.round(ranks * (hist.sum(-1, keepdim=True) - 1.0))  # 0-based ranks, (..., len(qs))
+    cdf = hist.cumsum(-1)
+    # value of rank r (0-based) = number of bins whose cumulative count is <= r
+    return (cdf[..., None, :] <= ranks[..., :, None]).sum(-1).to(hist.dtype)
+
+
+def _quantiles(values: torch.Tensor, q: float) -> torch.Tensor:
+    """Nearest-rank quantile along the last dim (``kthvalue``: a selection, no full sort)."""
+    n = values.shape[-1]
+    return values.kthvalue(round(q * (n - 1)) + 1, dim=-1).values

@@ -231,11 +231,11 @@ class TilingConfig(_Strict):
 
 
 __all__ = [
-    "UnsupportedConfigError",
     "FilterParams",
     "MaskParams",
     "PreviewParams",
     "SegParams",
     "TilingConfig",
     "TilingParams",
+    "UnsupportedConfigError",
 ]
