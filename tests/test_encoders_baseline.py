@@ -95,9 +95,41 @@ def test_texture_features_respond_to_structure(encoder):
     assert f(feats[0], "tex_s2_glcm_correlation") == 1.0
 
 
+def test_conv_and_pooling_paths_agree(cmu_tiles):
+    """CPU uses strided convolutions, other devices plain pooling: same features (a CPU stand-in for CUDA)."""
+    tiles = np.stack([cmu_tiles["tissue"], cmu_tiles["glass"], stained_tile(0.7, 0.2), background_tile()])
+    tiles = np.concatenate([tiles, np.random.default_rng(0).integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)])
+    x = torch.from_numpy(tiles).permute(0, 3, 1, 2).float() / 255.0
+    conv = ColorTextureBaseline()
+    pool = ColorTextureBaseline()
+    pool.conv_pooling_on_cpu = False
+    a, b = conv(x), pool(x)
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    quantised = [i for i, n in enumerate(NAMES) if n.endswith(("_p10", "_p50", "_p90")) or "_lbp_" in n or "glcm" in n]
+    assert torch.equal(a[:, quantised], b[:, quantised])  # 8-bit codes identical, not just close
+
+
+def test_colour_statistics_are_exact(cmu_tiles):
+    """Means are area-preserving; percentiles are nearest-rank on the 8-bit codes of the 4x4-averaged tile."""
+    tile = cmu_tiles["tissue"]
+    feats = ColorTextureBaseline()(torch.from_numpy(tile[None].copy()).permute(0, 3, 1, 2).float() / 255.0)[0]
+    small = tile.reshape(56, 4, 56, 4, 3).astype(np.float64).mean(axis=(1, 3)) / 255.0  # (56, 56, 3)
+    codes = np.floor(small * 255.0 + 33 / 64).reshape(-1, 3)
+    for c, ch in enumerate("rgb"):
+        assert abs(float(f(feats, f"rgb_{ch}_mean")) - tile[..., c].mean() / 255.0) < 1e-5
+        assert abs(float(f(feats, f"rgb_{ch}_std")) - small[..., c].std()) < 1e-5
+        ordered = np.sort(codes[:, c])
+        for q in (10, 50, 90):
+            expected = ordered[round(q / 100 * (len(ordered) - 1))] / 255.0
+            assert abs(float(f(feats, f"rgb_{ch}_p{q}")) - expected) < 1e-6
+
+
 def test_runs_on_any_tile_size_and_on_meta():
     model = ColorTextureBaseline()
     assert model(torch.rand(2, 3, 64, 96)).shape == (2, 70)
+    assert torch.isfinite(model(torch.rand(1, 3, 17, 23))).all()  # odd sizes: trailing rows / columns dropped
+    with pytest.raises(ValueError, match="at least 16px"):
+        model(torch.rand(1, 3, 8, 8))
     with torch.device("meta"):
         assert ColorTextureBaseline()(torch.empty(3, 3, 224, 224)).shape == (3, 70)
 

@@ -7,36 +7,40 @@ haematoxylin-rich from eosin-rich tissue. Use it as a sanity baseline, never as 
 pretrained encoder.
 
 Input: float RGB in [0, 1], shape (B, 3, H, W) with H, W >= 16 (the preset's transform only scales
-uint8 by 1/255). Everything is vectorised over the batch in torch, runs in fp32 regardless of
-autocast, and is deterministic: histograms and percentiles are integer ``bincount`` s over quantised
-codes (no float scatter-adds, so CUDA atomics cannot reorder sums), and there are no per-tile loops.
+uint8 by 1/255). Everything is vectorised over the batch in torch (no per-tile Python loops), runs in
+fp32 regardless of autocast, and is deterministic: histograms and percentiles come from integer
+``bincount`` s / ``kthvalue`` (no float scatter-adds, so CUDA atomics cannot reorder sums).
 
-Working resolution. The full-resolution input is read exactly once, by a 2x2 box average (stride 2,
-an area downsample, like OpenCV's INTER_AREA; a trailing odd row / column is dropped). Every feature
-below is computed on that half-resolution tile ``A`` (1 um/px for 0.5 um/px tiles), or on ``A``
-pooled once more for the second texture scale. This keeps the encoder several times cheaper than
-reading and decoding the tile. Values are clamped to [0, 1] after pooling. "Quantised" means
-``round(255 * A)`` as 8-bit codes.
+Working resolutions (this is what makes the encoder several times cheaper than decoding the tile).
+The full-resolution input is read only by two strided box averages (area downsamples, like OpenCV's
+INTER_AREA; trailing rows / columns that do not fill a block are dropped), then clamped to [0, 1]:
+
+* ``C`` = R, G, B averaged over 4x4 blocks (56 x 56 for a 224 px tile; 2 um/px at 0.5 um/px):
+  every colour / stain feature (groups 1-5) is a statistic of the pixels of ``C``;
+* ``L2`` = BT.601 luminance (0.299 R + 0.587 G + 0.114 B) averaged over 2x2 blocks (112 x 112) and
+  ``L4`` = ``L2`` 2x2-averaged again (56 x 56): the two texture scales (group 6, ``tex_s2_*`` and
+  ``tex_s4_*``, named by their downsampling factor relative to the input tile).
+
+"8-bit codes" means ``round(255 * v)``. Means / stds are population statistics.
 
 Feature order (``FEATURE_NAMES``, 70 features):
-  1. RGB of ``A``, per channel R/G/B: mean, std, p10, p50, p90 (percentiles: nearest rank on the
-     8-bit codes, from a 256-bin histogram, reported in [0, 1])                             (15)
-  2. HSV of ``A``: saturation-weighted circular hue (cos, sin), saturation mean/std,
+  1. RGB of ``C``, per channel R/G/B: mean, std, p10, p50, p90 (percentiles: nearest rank on the
+     8-bit codes via a 256-bin histogram, reported in [0, 1])                                (15)
+  2. HSV of ``C``: saturation-weighted circular hue (cos, sin), saturation mean/std,
      value mean/std                                                                           (6)
-  3. Optical density OD = -log10(max(code, 1) / 255) of the quantised ``A``: mean per channel
-     R/G/B (exact, from the 256-bin histograms) and overall                                   (4)
-  4. Tissue fraction: share of pixels of ``A`` with max-channel OD > 0.15 (Macenko's beta)   (1)
+  3. Optical density OD = -log10(max(v, 1/255)) of ``C``: mean per channel R/G/B and overall    (4)
+  4. Tissue fraction: share of pixels of ``C`` with max-channel OD > 0.15 (Macenko's beta)     (1)
   5. Ruifrok-Johnston colour deconvolution (fixed H&E-DAB matrix, skimage's ``rgb_from_hed``) of the
-     OD of ``A``, over tissue pixels: H mean/std, global H p90, E mean/std, global E p90, residual
-     (3rd stain) mean, H fraction = H / (H + E). The p90s are nearest-rank over all pixels of the
-     tile (``kthvalue``), 0 where the tile has no tissue for the means/stds                   (8)
-  6. Texture on luminance (BT.601 weights) at downsampling factors 2 and 4 relative to the input
-     tile (``A`` and ``A`` 2x2-pooled; names ``tex_s2_*`` / ``tex_s4_*``), per scale: Sobel gradient
-     magnitude mean/std, Laplacian variance and mean |Laplacian| (replicate padding),
-     rotation-invariant uniform LBP(8, 1) histogram over interior pixels (10 bins: 0..8 = set bits of
-     a uniform pattern, 9 = non-uniform), GLCM (8 grey levels, offsets right+down, symmetric,
-     averaged) contrast / homogeneity / energy / correlation (correlation = 1 for a flat tile, as in
-     skimage)                                                                          (2 x 18 = 36)
+     OD of ``C``, over tissue pixels: H mean/std, global H p90, E mean/std, global E p90, residual
+     (3rd stain) mean, H fraction = H / (H + E). Concentrations are clamped at 0; the p90s are
+     nearest-rank over all pixels of ``C``; means / stds are 0 when the tile has no tissue    (8)
+  6. Texture, per scale (``L2`` then ``L4``): Sobel gradient magnitude mean/std, Laplacian
+     (4-neighbour) variance and mean |Laplacian| (replicate padding), rotation-invariant uniform
+     LBP(8, 1) histogram of the 8-bit codes over interior pixels (10 bins: 0..8 = set bits of a
+     uniform pattern, 9 = non-uniform; neighbour >= centre sets a bit), GLCM on 8 grey levels (the
+     top 3 bits of the 8-bit codes), offsets right + down, symmetric, normalised, averaged over the
+     two offsets: contrast / homogeneity / energy / correlation (correlation = 1 for a flat tile,
+     as in skimage)                                                                  (2 x 18 = 36)
 """
 
 from __future__ import annotations
@@ -107,24 +111,25 @@ def _lbp_class_matrix() -> torch.Tensor:
 class ColorTextureBaseline(nn.Module):
     """Deterministic hand-crafted features; see the module docstring for the exact layout."""
 
+    #: On CPU the box averages run as strided oneDNN convolutions (fastest); False forces the plain pooling
+    #: path used on other devices (the tests compare the two).
+    conv_pooling_on_cpu: bool = True
+
     def __init__(self) -> None:
         super().__init__()
         rgb_from_hed = torch.tensor(_RGB_FROM_HED, dtype=torch.float32)
         rgb_from_hed = rgb_from_hed / rgb_from_hed.norm(dim=1, keepdim=True)
-        # conc (stains) = hed_from_rgb^T @ od (channels): stored transposed for a batched matmul.
+        # conc (stains, rows) = hed_from_rgb^T @ OD (channels, rows): stored transposed for a batched matmul.
         self.register_buffer("stain_matrix", torch.linalg.inv(rgb_from_hed).T.contiguous(), persistent=False)
-        # 2x2 box average of each RGB channel, stride 2: the single pass over the full-resolution input.
-        pool = torch.zeros(3, 3, 2, 2)
-        for c in range(3):
-            pool[c, c] = 0.25
-        self.register_buffer("pool_rgb", pool, persistent=False)
+        # The full-resolution input is only read by two strided box-average convolutions: BT.601 luminance
+        # averaged over 2x2 blocks (texture) and R, G, B averaged over 4x4 blocks (colour).
+        pool_luma = torch.tensor(_LUMA).view(1, 3, 1, 1).expand(1, 3, 2, 2) / 4.0
+        self.register_buffer("pool_luma", pool_luma, persistent=False)
         self.register_buffer("luma", torch.tensor(_LUMA).view(1, 3, 1, 1), persistent=False)
-        sobel = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
-        kernels = torch.stack([sobel, sobel.T, torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])])
-        self.register_buffer("kernels", kernels.unsqueeze(1), persistent=False)  # (3, 1, 3, 3)
-        levels = torch.arange(256, dtype=torch.float32)
-        self.register_buffer("od_lut", -torch.log10(levels.clamp_min(1.0) / 255.0), persistent=False)
-        self.register_buffer("levels_256", levels / 255.0, persistent=False)
+        pool_rgb = torch.zeros(3, 3, 4, 4)
+        for c in range(3):
+            pool_rgb[c, c] = 1.0 / 16.0
+        self.register_buffer("pool_rgb", pool_rgb, persistent=False)
         self.register_buffer("lbp_classes", _lbp_class_matrix(), persistent=False)
         i = torch.arange(_GLCM_LEVELS, dtype=torch.float32)
         ii, jj = torch.meshgrid(i, i, indexing="ij")
@@ -142,35 +147,47 @@ class ColorTextureBaseline(nn.Module):
         if x.device.type == "meta":
             return x.new_empty((x.shape[0], FEATURE_DIM), dtype=torch.float32)
         with no_autocast(x.device):
-            # The one pass over the full-resolution tile: 2x2 area average -> (B, 3, H/2, W/2).
-            half = F.conv2d(x.float(), self.pool_rgb, stride=2).clamp_(0.0, 1.0).contiguous()
-            rgb = half.flatten(2)  # (B, 3, N)
-            codes = torch.round(rgb * 255.0).to(torch.int64)  # (B, 3, N) in 0..255
-            hist = _row_histograms(codes.flatten(0, 1), 256).view(x.shape[0], 3, 256)  # counts
-            od = -torch.log10(rgb.clamp_min(1.0 / 255.0))
+            x = x.float()
+            luma2, rgb = self._box_averages(x)  # (B, 1, H/2, W/2) texture scale 2, (B, 3, H/4, W/4) colour
+            luma2_codes = _codes(luma2)
+            # Scale 4: float 2x2 average of L2; its 8-bit codes are integer 2x2 averages of L2's (device-exact).
+            luma4 = F.avg_pool2d(luma2, 2)[:, 0]
+            luma4_codes = _integer_avg2x2(luma2_codes)
+            rgb = rgb.flatten(2)  # (B, 3, N)
+            od = rgb.clamp_min(1.0 / 255.0).log_().mul_(-1.0 / math.log(10.0))  # OD = -log10(I)
             tissue = od.amax(dim=1) > TISSUE_OD_THRESHOLD  # (B, N)
+            od_mean = od.mean(-1)
             feats = [
-                self._rgb(rgb, hist),
+                self._rgb(rgb),
                 self._hsv(rgb),
-                self._od(hist),
+                od_mean,
+                od_mean.mean(1, keepdim=True),
                 tissue.float().mean(1, keepdim=True),
                 self._stains(od, tissue),
+                self._texture(luma2[:, 0], luma2_codes[:, 0]),
+                self._texture(luma4, luma4_codes[:, 0]),
             ]
-            gray = (half * self.luma).sum(dim=1, keepdim=True)  # (B, 1, H/2, W/2)
-            feats.append(self._texture(gray))
-            feats.append(self._texture(F.avg_pool2d(gray, 2)))
             out = torch.cat(feats, dim=1)
         return torch.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
 
-    # ------------------------------------------------------------------ groups
-    def _rgb(self, rgb: torch.Tensor, hist: torch.Tensor) -> torch.Tensor:
-        var, mean = torch.var_mean(rgb, dim=-1, correction=0)
-        q = _hist_quantiles(hist, (0.1, 0.5, 0.9)) / 255.0  # (B, 3, 3)
-        return torch.cat([mean[..., None], var.sqrt()[..., None], q], dim=-1).flatten(1)
+    def _box_averages(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The only reads of the full-resolution tile: 2x2-averaged luminance and 4x4-averaged RGB, in [0, 1]."""
+        if self.conv_pooling_on_cpu and x.device.type == "cpu":  # strided oneDNN convs: the fastest on CPU
+            luma2 = F.conv2d(x, self.pool_luma, stride=2)
+            rgb = F.conv2d(x, self.pool_rgb, stride=4)
+        else:  # plain fp32 pooling elsewhere: cuDNN convolutions may run in TF32
+            luma2 = F.avg_pool2d((x * self.luma).sum(1, keepdim=True), 2)
+            rgb = F.avg_pool2d(x, 4)
+        return luma2.clamp_(0.0, 1.0), rgb.clamp_(0.0, 1.0)
 
-    def _od(self, hist: torch.Tensor) -> torch.Tensor:
-        per_channel = (hist @ self.od_lut) / hist.sum(-1)  # exact mean OD of the quantised pixels
-        return torch.cat([per_channel, per_channel.mean(1, keepdim=True)], dim=1)
+    # ------------------------------------------------------------------ groups
+    @staticmethod
+    def _rgb(rgb: torch.Tensor) -> torch.Tensor:
+        mean, std = _mean_std(rgb)
+        codes = _codes(rgb)  # 8-bit codes for the percentiles
+        hist = _row_histograms(codes.flatten(0, 1), 256).view(*rgb.shape[:2], 256)
+        q = _hist_quantiles(hist, (0.1, 0.5, 0.9)) / 255.0  # (B, 3, 3)
+        return torch.cat([mean[..., None], std[..., None], q], dim=-1).flatten(1)
 
     @staticmethod
     def _hsv(rgb: torch.Tensor) -> torch.Tensor:
@@ -188,49 +205,56 @@ class ColorTextureBaseline(nn.Module):
         norm = sat.sum(1).clamp_min(1e-6)
         hue_cos = (sat * torch.cos(angle)).sum(1) / norm
         hue_sin = (sat * torch.sin(angle)).sum(1) / norm
-        s_var, s_mean = torch.var_mean(sat, dim=1, correction=0)
-        v_var, v_mean = torch.var_mean(maxc, dim=1, correction=0)
-        return torch.stack([hue_cos, hue_sin, s_mean, s_var.sqrt(), v_mean, v_var.sqrt()], dim=1)
+        s_mean, s_std = _mean_std(sat)
+        v_mean, v_std = _mean_std(maxc)
+        return torch.stack([hue_cos, hue_sin, s_mean, s_std, v_mean, v_std], dim=1)
 
     def _stains(self, od: torch.Tensor, tissue: torch.Tensor) -> torch.Tensor:
         conc = torch.matmul(self.stain_matrix, od).clamp_min_(0.0)  # (B, 3 stains, N)
         mask = tissue.float()[:, None, :]  # (B, 1, N)
         count = mask.sum(-1).clamp_min(1.0)
-        mean = (conc * mask).sum(-1) / count  # zero where there is no tissue
-        std = (((conc - mean[..., None]) ** 2 * mask).sum(-1) / count).sqrt()
-        p90 = _quantiles(conc[:, :2], 0.9)  # (B, 2) global H / E p90
+        masked = conc * mask
+        mean = masked.sum(-1) / count  # zero where there is no tissue
+        std = ((masked * conc).sum(-1) / count - mean**2).clamp_min_(0.0).sqrt()
+        p90 = _quantile(conc[:, :2], 0.9)  # (B, 2) global H / E p90
         h_fraction = mean[:, 0] / (mean[:, 0] + mean[:, 1]).clamp_min(1e-6)
         return torch.stack(
             [mean[:, 0], std[:, 0], p90[:, 0], mean[:, 1], std[:, 1], p90[:, 1], mean[:, 2], h_fraction], dim=1
         )
 
-    def _texture(self, gray: torch.Tensor) -> torch.Tensor:
-        responses = F.conv2d(F.pad(gray, (1, 1, 1, 1), mode="replicate"), self.kernels).flatten(2)  # (B, 3, N)
-        grad = torch.hypot(responses[:, 0], responses[:, 1])
-        grad_var, grad_mean = torch.var_mean(grad, dim=1, correction=0)
-        lap = responses[:, 2]
-        lap_var = lap.var(dim=1, correction=0)
+    def _texture(self, gray: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """(B, h, w) luminance in [0, 1] and its 8-bit codes -> 18 features (see the module docstring)."""
+        p = F.pad(gray[:, None], (1, 1, 1, 1), mode="replicate")[:, 0]  # (B, h + 2, w + 2)
+        # Sobel (separable) and 4-neighbour Laplacian by shifted slices: cheaper than a 1-channel conv on CPU.
+        vertical = p[:, :-2] + 2.0 * p[:, 1:-1] + p[:, 2:]  # (B, h, w + 2)
+        horizontal = p[:, :, :-2] + 2.0 * p[:, :, 1:-1] + p[:, :, 2:]  # (B, h + 2, w)
+        grad = torch.hypot(vertical[:, :, 2:] - vertical[:, :, :-2], horizontal[:, 2:] - horizontal[:, :-2])
+        lap = p[:, :-2, 1:-1] + p[:, 2:, 1:-1] + p[:, 1:-1, :-2] + p[:, 1:-1, 2:] - 4.0 * gray
+        grad_mean, grad_std = _mean_std(grad.flatten(1))
+        _, lap_std = _mean_std(lap.flatten(1))
         parts = [
-            torch.stack([grad_mean, grad_var.sqrt(), lap_var, lap.abs().mean(1)], dim=1),
-            self._lbp_histogram(gray[:, 0]),
-            self._glcm_features(gray[:, 0]),
+            torch.stack([grad_mean, grad_std, lap_std**2, lap.abs().flatten(1).mean(1)], dim=1),
+            self._lbp_histogram(codes),
+            self._glcm_features(codes),
         ]
         return torch.cat(parts, dim=1)
 
-    def _lbp_histogram(self, gray: torch.Tensor) -> torch.Tensor:
-        h, w = gray.shape[-2] - 2, gray.shape[-1] - 2
-        center = gray[:, 1:-1, 1:-1]
-        code = torch.zeros(center.shape, dtype=torch.uint8, device=gray.device)
+    def _lbp_histogram(self, codes: torch.Tensor) -> torch.Tensor:
+        """Rotation-invariant uniform LBP(8, 1) on the interior pixels of 8-bit luminance (B, h, w)."""
+        h, w = codes.shape[-2] - 2, codes.shape[-1] - 2
+        center = codes[:, 1:-1, 1:-1]
+        pattern = torch.zeros(center.shape, dtype=torch.uint8, device=codes.device)
         for k, (dy, dx) in enumerate(_LBP_OFFSETS):
-            code += (gray[:, dy : dy + h, dx : dx + w] >= center).to(torch.uint8) * (1 << k)
-        counts = _row_histograms(code.flatten(1).to(torch.int64), 256)  # (B, 256)
+            pattern += (codes[:, dy : dy + h, dx : dx + w] >= center).to(torch.uint8) * (1 << k)
+        counts = _row_histograms(pattern.flatten(1), 256)  # (B, 256 patterns)
         return (counts @ self.lbp_classes) / (h * w)
 
-    def _glcm_features(self, gray: torch.Tensor) -> torch.Tensor:
+    def _glcm_features(self, codes: torch.Tensor) -> torch.Tensor:
+        """GLCM on 8 grey levels (top 3 bits of the 8-bit luminance), offsets right and down."""
         levels = _GLCM_LEVELS
-        q = (gray * levels).floor_().clamp_(0, levels - 1).to(torch.int64)
+        q = torch.bitwise_right_shift(codes, 5)  # 0..7
         right = (q[:, :, :-1] * levels + q[:, :, 1:]).flatten(1)
-        down = (q[:, :-1, :] * levels + q[:, 1:, :]).flatten(1) + levels * levels  # second block of bins
+        down = (q[:, :-1, :] * levels + q[:, 1:, :] + levels * levels).flatten(1)  # second block of bins
         counts = _row_histograms(torch.cat([right, down], dim=1), 2 * levels * levels)
         p = counts.view(-1, 2, levels, levels)
         p = p / p.sum((2, 3), keepdim=True)
@@ -247,11 +271,34 @@ class ColorTextureBaseline(nn.Module):
         return torch.stack([contrast, homogeneity, energy, correlation], dim=2).mean(1)  # average right / down
 
 
+def _mean_std(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Population mean / std along the last dim from one sum and one sum of squares."""
+    n = values.shape[-1]
+    mean = values.sum(-1) / n
+    var = (values * values).sum(-1) / n - mean * mean
+    return mean, var.clamp_min_(0.0).sqrt()
+
+
+def _codes(values: torch.Tensor) -> torch.Tensor:
+    """8-bit codes ``floor(255 v + 33/64)`` of values in [0, 1]: round to nearest (halves up), offset by 1/64
+    of a code so that box averages of 8-bit pixels (multiples of 1/16 or 1/4000 of a code) never sit within
+    float rounding error of a boundary: CPU and CUDA, any batch size, quantise them identically."""
+    return values.mul(255.0).add_(33.0 / 64.0).floor_().clamp_(0.0, 255.0).to(torch.uint8)
+
+
+def _integer_avg2x2(codes: torch.Tensor) -> torch.Tensor:
+    """(B, 1, h, w) uint8 -> (B, 1, h // 2, w // 2) uint8: rounded (halves up) mean of each 2x2 block."""
+    c = codes[..., : codes.shape[-2] // 2 * 2, : codes.shape[-1] // 2 * 2].to(torch.int16)
+    total = c[..., 0::2, 0::2] + c[..., 0::2, 1::2] + c[..., 1::2, 0::2] + c[..., 1::2, 1::2]
+    return torch.div(total + 2, 4, rounding_mode="floor").to(torch.uint8)
+
+
 def _row_histograms(codes: torch.Tensor, bins: int) -> torch.Tensor:
     """Per-row float counts of integer codes (R, N) in [0, bins) -> (R, bins), via one integer bincount."""
     rows = codes.shape[0]
-    offsets = torch.arange(rows, device=codes.device, dtype=torch.int64).mul_(bins)[:, None]
-    return torch.bincount((codes + offsets).flatten(), minlength=rows * bins).view(rows, bins).float()
+    dtype = torch.int32 if rows * bins < 2**31 else torch.int64
+    offsets = torch.arange(rows, device=codes.device, dtype=dtype).mul_(bins)[:, None]
+    return torch.bincount((codes.to(dtype) + offsets).flatten(), minlength=rows * bins).view(rows, bins).float()
 
 
 def _hist_quantiles(hist: torch.Tensor, qs: tuple[float, ...]) -> torch.Tensor:
@@ -263,7 +310,7 @@ def _hist_quantiles(hist: torch.Tensor, qs: tuple[float, ...]) -> torch.Tensor:
     return (cdf[..., None, :] <= ranks[..., :, None]).sum(-1).to(hist.dtype)
 
 
-def _quantiles(values: torch.Tensor, q: float) -> torch.Tensor:
+def _quantile(values: torch.Tensor, q: float) -> torch.Tensor:
     """Nearest-rank quantile along the last dim (``kthvalue``: a selection, no full sort)."""
     n = values.shape[-1]
     return values.kthvalue(round(q * (n - 1)) + 1, dim=-1).values
