@@ -164,12 +164,15 @@ def ensure_hs2p(python: str | None) -> str:
         return python
     venv = ROOT / ".bench-venv"
     py = venv / "bin" / "python"
-    probe = [str(py), "-c", "import hs2p, openslide, tifffile; assert hs2p.__version__ == '6.1.0'"]
+    probe = [str(py), "-c", "import hs2p, openslide, tifffile, cucim; assert hs2p.__version__ == '6.1.0'"]
     if py.exists() and subprocess.run(probe, capture_output=True).returncode == 0:
         return str(py)
     print(f"[setup] creating {venv} with {HS2P_SPEC} (one-off)", flush=True)
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    subprocess.run([str(py), "-m", "pip", "install", "-q", HS2P_SPEC, "imagecodecs"], check=True)
+    quiet = {"check": True, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    subprocess.run([str(py), "-m", "pip", "install", "-q", HS2P_SPEC, "imagecodecs"], **quiet)
+    # cuCIM's CPU reader for `--backend cucim`, installed the way the project installs it (no CUDA wheels).
+    subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", "cucim-cu13==26.10.0", "lazy-loader"], **quiet)
     return str(py)
 
 
@@ -302,9 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--large", default=None, help="also tile a generated WxH slide, e.g. 20000x15000")
     ap.add_argument("--cache", type=Path, default=ROOT / ".bench-cache")
     ap.add_argument("--hs2p-python", default=None, help="interpreter with hs2p 6.1.0 (else .bench-venv/)")
-    ap.add_argument(
-        "--fast-alpha", action="store_true", help="diagnostic: bypass the reader's alpha compositing"
-    )
+    ap.add_argument("--fast-alpha", action="store_true", help="diagnostic: bypass the reader's alpha compositing")
     ap.add_argument("--json", type=Path, default=None, help="also write all rows here")
     args = ap.parse_args(argv)
 
@@ -343,9 +344,7 @@ def main(argv: list[str] | None = None) -> int:
                     )
                 )
                 job_h = tmp / "hs2p.json"
-                job_h.write_text(
-                    json.dumps(hs2p_job(case, cfg, args.backend, args.repeats, args.workers, tmp))
-                )
+                job_h.write_text(json.dumps(hs2p_job(case, cfg, args.backend, args.repeats, args.workers, tmp)))
                 out_o, out_h = tmp / "ours.npz", tmp / "hs2p.npz"
                 for f in (out_o, out_h):
                     f.unlink(missing_ok=True)
@@ -354,9 +353,7 @@ def main(argv: list[str] | None = None) -> int:
                 row = {"slide": case["name"], "params": set_name}
                 if ok_o is None or ok_h is None:
                     both = ok_o is None and ok_h is None
-                    row["result"] = (
-                        ("both refuse: " if both else "ERROR ") + (err_o or "-") + " | " + (err_h or "-")
-                    )
+                    row["result"] = ("both refuse: " if both else "ERROR ") + (err_o or "-") + " | " + (err_h or "-")
                     row["identical"] = both
                     print(f"{case['name'][:38]:38s} {set_name[:30]:30s} {row['result']}")
                     rows.append(row)

@@ -164,9 +164,7 @@ def test_unresolved_and_annotation_configs_are_refused() -> None:
 
 
 def test_region_size_is_tiled_in_hierarchical_mode() -> None:
-    cfg = TilingConfig(
-        params={"requested_spacing_um": 0.5, "requested_tile_size_px": 224, "region_tile_multiple": 4}
-    )
+    cfg = TilingConfig(params={"requested_spacing_um": 0.5, "requested_tile_size_px": 224, "region_tile_multiple": 4})
     assert cfg.params.tiling_tile_size_px == 896
     with pytest.raises(ValidationError, match="must equal"):
         TilingConfig(

@@ -235,9 +235,7 @@ def test_previews_shapes_and_colours(slide) -> None:
     assert black.sum() > res.n_tiles * 4
     # One tile -> exactly a 1-px rectangle outline of side ceil(tile/ds).
     canvas = np.full((100, 100, 3), 255, np.uint8)
-    out = draw_tiling_preview(
-        canvas, np.array([320]), np.array([640]), tile_size_lv0=448, level_downsample=32.0
-    )
+    out = draw_tiling_preview(canvas, np.array([320]), np.array([640]), tile_size_lv0=448, level_downsample=32.0)
     ys, xs = np.nonzero(np.all(out == 0, axis=-1))
     assert (xs.min(), ys.min(), xs.max(), ys.max()) == (10, 20, 23, 33)
     assert len(xs) == 4 * 14 - 4
@@ -253,9 +251,7 @@ def test_meta_sections_have_every_contract_key(slide) -> None:
         assert keys <= set(meta[section]), (section, keys - set(meta[section]))
     til, sl = meta["tiling"], meta["slide"]
     assert til["n_tiles"] == res.n_tiles and til["min_tissue_fraction"] == 0.1
-    assert til["tile_size_lv0"] == round(
-        til["read_tile_size_px"] * til["read_spacing_um"] / sl["base_spacing_um"]
-    )
+    assert til["tile_size_lv0"] == round(til["read_tile_size_px"] * til["read_spacing_um"] / sl["base_spacing_um"])
     assert sl["dimensions"] == [4096, 3072] and sl["level_downsamples"][:2] == [1.0, 2.0]
     assert meta["segmentation"]["seg_level"] == 5  # downsample 32 is the closest to 64 here
     import json

@@ -42,9 +42,7 @@ def pyramid(image: np.ndarray, n_levels: int) -> list[np.ndarray]:
     levels = [image]
     for _ in range(n_levels - 1):
         prev = levels[-1]
-        levels.append(
-            cv2.resize(prev, (prev.shape[1] // 2, prev.shape[0] // 2), interpolation=cv2.INTER_AREA)
-        )
+        levels.append(cv2.resize(prev, (prev.shape[1] // 2, prev.shape[0] // 2), interpolation=cv2.INTER_AREA))
     return levels
 
 

@@ -51,9 +51,7 @@ class TilingParams(_Strict):
                 f"({t} * {m} = {t * m}); set only one of them"
             )
         if r is not None and m is None and t is not None and r % t != 0:
-            raise ValueError(
-                f"requested_region_size_px ({r}) must be a multiple of requested_tile_size_px ({t})"
-            )
+            raise ValueError(f"requested_region_size_px ({r}) must be a multiple of requested_tile_size_px ({t})")
         return self
 
     @property
@@ -176,9 +174,7 @@ class MaskParams(_Strict):
     @property
     def is_binary_tissue(self) -> bool:
         """The shipped vocabulary sampling only ``tissue``: plain tissue tiling, not annotation mode."""
-        return not self.sampled or (
-            self.pixel_mapping == DEFAULT_PIXEL_MAPPING and set(self.sampled) == {"tissue"}
-        )
+        return not self.sampled or (self.pixel_mapping == DEFAULT_PIXEL_MAPPING and set(self.sampled) == {"tissue"})
 
     @property
     def tissue_fraction(self) -> float:

@@ -41,9 +41,7 @@ def draw_mask_preview(
     canvas = np.ascontiguousarray(image[:, :, :3], dtype=np.uint8).copy()
     stroke = _stroke(level_downsample)
     for outer, holes in zip(contours.outer, contours.holes, strict=True):
-        cv2.drawContours(
-            canvas, [_scaled(outer, level_downsample)], -1, tuple(int(c) for c in contour_color), stroke
-        )
+        cv2.drawContours(canvas, [_scaled(outer, level_downsample)], -1, tuple(int(c) for c in contour_color), stroke)
         if holes:
             scaled = [_scaled(h, level_downsample) for h in holes]
             cv2.drawContours(canvas, scaled, -1, tuple(int(c) for c in hole_color), stroke)
@@ -127,9 +125,7 @@ def render_previews(
     base = reader.read_level(level)
     mask_img = None
     if mask:
-        mask_img = draw_mask_preview(
-            base, result.contours, level_downsample=ds, contour_color=pv.tissue_contour_color
-        )
+        mask_img = draw_mask_preview(base, result.contours, level_downsample=ds, contour_color=pv.tissue_contour_color)
     tiling_img = None
     if tiling and result.n_tiles > 0:
         tiling_img = draw_tiling_preview(

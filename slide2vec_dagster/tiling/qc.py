@@ -73,9 +73,7 @@ def tile_passes(tile: np.ndarray, valid: np.ndarray, fp: FilterParams) -> bool:
             return False
     if fp.filter_grayspace:
         sat = cv2.cvtColor(tile, cv2.COLOR_RGB2HSV)[:, :, 1].astype(np.float32) / 255.0
-        if _fraction(sat < float(fp.grayspace_saturation_threshold), valid) > float(
-            fp.grayspace_fraction_threshold
-        ):
+        if _fraction(sat < float(fp.grayspace_saturation_threshold), valid) > float(fp.grayspace_fraction_threshold):
             return False
     if fp.filter_blur:
         rows, cols = np.nonzero(valid)
@@ -138,9 +136,9 @@ def qc_keep(
             ids = exact_ds
             starts = list(range(0, h, _STRIP_PX))
             parts = pool.map(
-                lambda r: np.asarray(
-                    reader.read_region(lv0x, lv0y + r * ids, geo.level, w, min(_STRIP_PX, h - r))
-                )[:, :, :3],
+                lambda r: np.asarray(reader.read_region(lv0x, lv0y + r * ids, geo.level, w, min(_STRIP_PX, h - r)))[
+                    :, :, :3
+                ],
                 starts,
             )
             window = np.concatenate(list(parts), axis=0)

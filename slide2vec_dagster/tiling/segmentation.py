@@ -138,9 +138,7 @@ def mask_on_grid(
     mask_w, mask_h = (int(v) for v in mask_dims[0])
     # One scale s must satisfy |mask - ref / s| <= 1 on both axes.
     s_min = max(ref_w / (mask_w + 1), ref_h / (mask_h + 1))
-    s_max = min(
-        ref_w / (mask_w - 1) if mask_w > 1 else math.inf, ref_h / (mask_h - 1) if mask_h > 1 else math.inf
-    )
+    s_max = min(ref_w / (mask_w - 1) if mask_w > 1 else math.inf, ref_h / (mask_h - 1) if mask_h > 1 else math.inf)
     if s_min > s_max:
         raise ValueError(
             f"mask of {mask_w}x{mask_h} px does not cover the slide ({ref_w}x{ref_h} px) at one scale; "

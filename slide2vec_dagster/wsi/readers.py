@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import re
 import threading
 from collections import OrderedDict
@@ -24,6 +25,7 @@ AUTO_ORDER = ("cucim", "openslide", "tifffile")
 MASK_AUTO_ORDER = ("tifffile", "openslide", "cucim")
 BACKENDS = AUTO_ORDER
 
+_DECODE_THREADS = min(4, os.cpu_count() or 1)
 _APERIO_MPP = re.compile(r"\|\s*MPP\s*=\s*([0-9.eE+-]+)")
 
 
@@ -81,6 +83,7 @@ class CuCIMReader(SlideReader):
             raise SlideOpenError(f"cuCIM could not open {self.path}: {exc}") from exc
         resolutions = self._image.resolutions
         dims = tuple((int(w), int(h)) for w, h in resolutions["level_dimensions"])
+        self._tile_sizes = tuple((int(w), int(h)) for w, h in resolutions["level_tile_sizes"])
         # cuCIM maps a level-0 location to floor(location / its own downsample), which is the mean of the
         # x and y ratios (e.g. 2.000505 where width alone gives 2.000450); keep it to address level pixels.
         self._cucim_downsamples = tuple(float(d) for d in resolutions["level_downsamples"])
@@ -114,7 +117,13 @@ class CuCIMReader(SlideReader):
         # sx * downsample instead lands one level pixel early when the downsample is not an integer.
         cucim_downsample = self._cucim_downsamples[level]
         lv0_x, lv0_y = math.ceil(sx * cucim_downsample), math.ceil(sy * cucim_downsample)
-        region = to_rgb_uint8(np.asarray(self._image.read_region((lv0_x, lv0_y), (rw, rh), level)))
+        # A large read (a whole segmentation or preview level) decodes its tiles on several threads:
+        # same pixels, about half the time on 2 cores. Tile-sized reads stay single-threaded.
+        tile_w, tile_h = self._tile_sizes[level]
+        workers = _DECODE_THREADS if rw * rh >= 8 * tile_w * tile_h else 0
+        region = to_rgb_uint8(
+            np.asarray(self._image.read_region((lv0_x, lv0_y), (rw, rh), level, num_workers=workers))
+        )
         if (px, py, rw, rh) == (0, 0, width, height):
             return region
         canvas = np.full((height, width, 3), 255, dtype=np.uint8)
