@@ -92,8 +92,6 @@ def _child_ours(job_path: str, out_path: str) -> int:
     from slide2vec_dagster.wsi import open_reader, open_slide
 
     cfg = TilingConfig.model_validate(job["config"])
-    if job.get("fast_alpha"):
-        _patch_fast_alpha()
     times, reads = [], []
     result = None
     warmup = int(job.get("warmup", 1))
@@ -130,24 +128,6 @@ def _child_ours(job_path: str, out_path: str) -> int:
         read_level=np.int64(result.geometry.read_level),
     )
     return 0
-
-
-def _patch_fast_alpha() -> None:
-    """Diagnostic (--fast-alpha): skip the readers' float alpha compositing when alpha is all opaque.
-
-    Shows how much of our time is the reader's RGBA->RGB conversion rather than tiling; pixels are
-    unchanged for opaque regions, so the tile sets stay comparable.
-    """
-    import slide2vec_dagster.wsi.readers as readers
-
-    slow = readers.to_rgb_uint8
-
-    def fast(array: np.ndarray) -> np.ndarray:
-        if array.ndim == 3 and array.shape[2] == 4 and array[:, :, 3].min() == 255:
-            return np.ascontiguousarray(array[:, :, :3])
-        return slow(array)
-
-    readers.to_rgb_uint8 = fast
 
 
 def _run_child(cmd: list[str], timeout: float = 900) -> tuple[dict | None, str]:
@@ -305,7 +285,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--large", default=None, help="also tile a generated WxH slide, e.g. 20000x15000")
     ap.add_argument("--cache", type=Path, default=ROOT / ".bench-cache")
     ap.add_argument("--hs2p-python", default=None, help="interpreter with hs2p 6.1.0 (else .bench-venv/)")
-    ap.add_argument("--fast-alpha", action="store_true", help="diagnostic: bypass the reader's alpha compositing")
     ap.add_argument("--json", type=Path, default=None, help="also write all rows here")
     args = ap.parse_args(argv)
 
