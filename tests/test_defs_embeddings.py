@@ -67,6 +67,7 @@ def test_tile_embeddings_pt_with_checks(tmp_path: Path):
             "rows_match_coordinates", "all_finite", "feature_dim_matches_registry", "dtype_matches_feature_dtype",
         }  # fmt: skip
         assert all(e.passed for e in evaluations)
+        assert {e.partition for e in evaluations} == {"001"}  # listed under the slide's partition
         assert instance.get_materialized_partitions(AssetKey(["p1", "tile_embeddings"])) == {"001"}
 
     features = torch.load(out / "tile_embeddings" / "001.pt", weights_only=True)

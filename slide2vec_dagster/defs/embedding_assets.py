@@ -54,7 +54,10 @@ def build_embedding_asset(pipeline: str, config: PlatformConfig) -> AssetsDefini
         code_version=pipeline_config.embedding_fingerprint(),
         backfill_policy=BackfillPolicy.multi_run(1),
         check_specs=[
-            AssetCheckSpec(name, asset=key, blocking=True, description=CHECK_DESCRIPTIONS[name])
+            # Partitioned like the asset, so each slide's check results are listed under its partition.
+            AssetCheckSpec(
+                name, asset=key, blocking=True, description=CHECK_DESCRIPTIONS[name], partitions_def=sample_partitions
+            )
             for name in EMBEDDING_CHECKS
         ],
         kinds={"pytorch"},
