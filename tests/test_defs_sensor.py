@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from dagster import SensorResult, SkipReason, build_sensor_context, instance_for_test
+from dagster import SensorResult, SkipReason, build_sensor_context, instance_for_test, partition_loading_context
 
 from slide2vec_dagster.config import load_config
 from slide2vec_dagster.defs.build import build_definitions
@@ -13,21 +13,27 @@ from slide2vec_dagster.manifest import ManifestError
 from tests.dagster_helpers import DATA, GOOD_ROWS, write_manifest, write_platform_config
 
 
-def _evaluate(sensor, instance, cursor):
-    result = sensor(build_sensor_context(instance=instance, cursor=cursor))
+def _evaluate(defs, instance, cursor):
+    """Evaluate a tick as the daemon does: apply the partition requests, then resolve the run requests
+    against the definitions (a request outside the sensor's target, or for an unknown partition, is an
+    error there)."""
+    sensor = defs.resolve_sensor_def("cohort_sensor")
+    context = build_sensor_context(instance=instance, cursor=cursor, definitions=defs)
+    result = sensor(context)
     if isinstance(result, SensorResult):
-        # Only the daemon applies partition requests; do what it does.
         for request in result.dynamic_partitions_requests or []:
             instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+        with partition_loading_context(dynamic_partitions_store=instance):
+            sensor.resolve_run_requests(result.run_requests or [], context, sensor.asset_selection, [])
     return result
 
 
 def test_sensor_registers_new_slides_once(tmp_path: Path):
     manifest = write_manifest(tmp_path / "cohort.csv", GOOD_ROWS)
     config = load_config(write_platform_config(tmp_path, ["cohort.csv"]))
-    sensor = build_definitions(config).resolve_sensor_def("cohort_sensor")
+    defs = build_definitions(config)
     with instance_for_test() as instance:
-        first = _evaluate(sensor, instance, None)
+        first = _evaluate(defs, instance, None)
         assert isinstance(first, SensorResult)
         assert instance.get_dynamic_partitions("sample_id") == ["001", "002"]
         assert instance.get_dynamic_partitions("patient_id") == ["pa"]
@@ -39,8 +45,8 @@ def test_sensor_registers_new_slides_once(tmp_path: Path):
         }
 
         # Unchanged manifest: skipped without reading it.
-        second = _evaluate(sensor, instance, first.cursor)
-        assert isinstance(second, SkipReason)
+        second = _evaluate(defs, instance, first.cursor)
+        assert isinstance(second, SkipReason) and "unchanged" in second.skip_message
 
         # A new row: only the new slide is registered and requested.
         rows = [
@@ -48,7 +54,7 @@ def test_sensor_registers_new_slides_once(tmp_path: Path):
             {"sample_id": "003", "image_path": str(DATA / "CMU-1-Small-Region.svs"), "patient_id": "pc"},
         ]
         write_manifest(manifest, rows)
-        third = _evaluate(sensor, instance, first.cursor)
+        third = _evaluate(defs, instance, first.cursor)
         assert isinstance(third, SensorResult)
         assert [r.partition_key for r in third.run_requests] == ["003"]
         assert instance.get_dynamic_partitions("sample_id") == ["001", "002", "003"]
@@ -56,7 +62,7 @@ def test_sensor_registers_new_slides_once(tmp_path: Path):
 
         # Removing rows never deletes partitions.
         write_manifest(manifest, GOOD_ROWS[:1])
-        fourth = _evaluate(sensor, instance, third.cursor)
+        fourth = _evaluate(defs, instance, third.cursor)
         assert isinstance(fourth, SensorResult) and fourth.run_requests == []
         assert instance.get_dynamic_partitions("sample_id") == ["001", "002", "003"]
 

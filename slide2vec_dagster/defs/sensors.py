@@ -4,6 +4,7 @@ for their tiling runs. A cursor of manifest stamps makes an unchanged manifest c
 import json
 
 from dagster import (
+    AssetSelection,
     DefaultSensorStatus,
     RunRequest,
     SensorDefinition,
@@ -21,8 +22,12 @@ from slide2vec_dagster.manifest import read_manifests
 
 
 def build_cohort_sensor(config: PlatformConfig) -> SensorDefinition:
+    every_asset = [key for pipeline in config.pipelines for key in pipeline_asset_keys(pipeline, config)]
+
     @sensor(
         name="cohort_sensor",
+        # The daemon only launches run requests whose assets fall inside the sensor's target.
+        target=AssetSelection.assets(*every_asset),
         minimum_interval_seconds=config.execution.sensor_interval_seconds,
         default_status=DefaultSensorStatus.RUNNING,
         description="Registers new sample_id / patient_id partitions from the configured manifests and "
