@@ -13,18 +13,17 @@ from dagster import (
     AssetKey,
     AssetsDefinition,
     BackfillPolicy,
-    Failure,
     MetadataValue,
     Output,
     asset,
 )
 
-from slide2vec_dagster.artifacts import process_list
 from slide2vec_dagster.artifacts.embeddings import EMBEDDING_CHECKS, verify_embedding
 from slide2vec_dagster.config import PlatformConfig
 from slide2vec_dagster.defs.asset_keys import embedding_asset_key
 from slide2vec_dagster.defs.partitions import sample_partitions
 from slide2vec_dagster.defs.resources import PlatformResource
+from slide2vec_dagster.defs.slide_runs import slide_failure, the_slide_of
 from slide2vec_dagster.defs.tiling_assets import IO_MANAGER_KEY
 from slide2vec_dagster.encoders import get_spec
 from slide2vec_dagster.slide_embedding import embed_sample
@@ -69,10 +68,7 @@ def build_embedding_asset(pipeline: str, config: PlatformConfig) -> AssetsDefini
     def embeddings(
         context: AssetExecutionContext, platform: PlatformResource, coordinates: Any
     ) -> Iterator[Output[Any] | AssetCheckResult]:
-        keys = context.partition_keys
-        if len(keys) != 1:
-            raise Failure(description=f"embedding runs cover one slide each; this run covers {len(keys)}")
-        sample_id = keys[0]
+        sample_id = the_slide_of(context)
         layout = platform.layout(pipeline)
         current = platform.config().pipelines[pipeline]
         entry = None
@@ -89,15 +85,7 @@ def build_embedding_asset(pipeline: str, config: PlatformConfig) -> AssetsDefini
                 ),
             )
         except Exception as exc:
-            error = process_list.format_error(exc)
-            process_list.update(
-                layout.process_list, sample_id, "failed", error, image_path=entry.image_path if entry else "",
-                run_id=context.run_id,
-            )  # fmt: skip
-            raise Failure(
-                description=f"sample {sample_id!r}: embedding failed: {error}",
-                metadata={"sample_id": sample_id, "error": error},
-            ) from exc
+            raise slide_failure(platform, pipeline, sample_id, "embedding", exc, entry, context.run_id) from exc
         stats = outcome.stats
         context.log.info(
             f"{sample_id}: {outcome.status}, {stats.tiles} tiles in {stats.seconds:.1f} s "

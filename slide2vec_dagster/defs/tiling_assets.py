@@ -11,18 +11,16 @@ from dagster import (
     AssetOut,
     AssetsDefinition,
     BackfillPolicy,
-    Failure,
     MetadataValue,
     Output,
     multi_asset,
 )
 
-from slide2vec_dagster.artifacts import process_list
-from slide2vec_dagster.artifacts.config_file import write_config_yaml
 from slide2vec_dagster.config import PlatformConfig
 from slide2vec_dagster.defs.asset_keys import tiling_asset_keys
 from slide2vec_dagster.defs.partitions import sample_partitions
 from slide2vec_dagster.defs.resources import PlatformResource
+from slide2vec_dagster.defs.slide_runs import slide_failure, the_slide_of
 from slide2vec_dagster.slide_tiling import describe, tile_sample
 
 IO_MANAGER_KEY = "slide2vec_io"
@@ -58,39 +56,14 @@ def build_tiling_assets(pipeline: str, config: PlatformConfig) -> AssetsDefiniti
         op_tags={"slide2vec/pipeline": pipeline},
     )
     def tiling(context: AssetExecutionContext, platform: PlatformResource) -> Iterator[Output[Any]]:
-        # Backfill runs carry a partition range even for one slide: read the keys, not partition_key.
-        keys = context.partition_keys
-        if len(keys) != 1:
-            raise Failure(
-                description=f"this run covers {len(keys)} slides ({keys[0]} .. {keys[-1]}); tiling runs cover one "
-                "slide each so that a bad slide fails only its own partition: launch a backfill (one run per "
-                "slide) instead of a single ranged run"
-            )
-        sample_id = keys[0]
+        sample_id = the_slide_of(context)
         layout = platform.layout(pipeline)
         entry = None
         try:
             entry = platform.slide(sample_id)
             outcome = tile_sample(entry, platform.config().pipelines[pipeline], layout, run_id=context.run_id)
         except Exception as exc:
-            error = process_list.format_error(exc)
-            write_config_yaml(layout.config_yaml, platform.config().resolved_pipeline(pipeline))
-            process_list.update(
-                layout.process_list,
-                sample_id,
-                "failed",
-                error,
-                image_path=entry.image_path if entry else "",
-                run_id=context.run_id,
-            )
-            raise Failure(
-                description=f"sample {sample_id!r} failed: {error}",
-                metadata={
-                    "sample_id": sample_id,
-                    "error": error,
-                    "process_list": MetadataValue.path(str(layout.process_list)),
-                },
-            ) from exc
+            raise slide_failure(platform, pipeline, sample_id, "tiling", exc, entry, context.run_id) from exc
         context.log.info(
             f"{sample_id}: {outcome.status}, {outcome.n_tiles} tiles with the {describe(outcome)['backend']} reader"
         )
