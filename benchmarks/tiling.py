@@ -6,7 +6,7 @@ Usage (from the project venv, in the repository root):
                                 [--hs2p-python PATH] [--repeats 3] [--backend openslide]
 
 Slides default to tests/data (a slide ``X.tiff`` with ``X-mask.tiff`` beside it is also run with its
-mask); pass files (or a DICOM folder) to use others, e.g. /work/shared/data/*. For every slide and
+mask); pass files (or a DICOM folder) to use others, e.g. a folder of your own slides. For every slide and
 parameter set it runs our tiler and hs2p's ``tile_slide`` each in a child process (same reader
 backend, timings taken inside the child after imports, median of ``--repeats`` runs, peak RSS of the
 child), and prints seconds per slide, tiles per second, the share of time spent reading pixels, peak
@@ -34,6 +34,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNNER = Path(__file__).resolve().parent / "_hs2p_runner.py"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _synthetic_wsi import write_synthetic_wsi  # noqa: E402  (sibling module of this script)
+
 HS2P_SPEC = "hs2p[openslide,tifffile]==6.1.0"
 
 # Spacing overrides for slides whose files carry none (see the test-data README).
@@ -215,18 +218,9 @@ def make_large(size: str, cache: Path) -> Path:
     w, h = (int(v) for v in size.lower().split("x"))
     out = cache / f"large-{w}x{h}.tiff"
     if not out.exists():
-        gen = None
-        for cand in (ROOT / "benchmarks" / "make_large_wsi.py", Path("/work/shared/tools/make_large_wsi.py")):
-            if cand.exists():
-                gen = cand
-                break
-        if gen is None:
-            raise SystemExit("--large needs make_large_wsi.py (benchmarks/ or /work/shared/tools/)")
         print(f"[setup] writing {out} ({w}x{h} px, 0.25 um/px)", flush=True)
-        subprocess.run(
-            [sys.executable, str(gen), str(out), "--size", str(w), str(h), "--mpp", "0.25", "--seed", "3"],
-            check=True,
-        )
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_synthetic_wsi(out, w, h, mpp=0.25, seed=3)
     return out
 
 
