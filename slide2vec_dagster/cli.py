@@ -96,7 +96,8 @@ def cmd_materialize(args: argparse.Namespace) -> int:
                 row = read_rows(OutputLayout(config.output_dir(pipeline)).process_list).get(sample_id, {})
                 status = row.get("status", "done" if result.success else "failed")
                 unit = "regions" if config.pipelines[pipeline].is_hierarchical else "tiles"
-                detail = f"{row.get('num_tiles', '?')} {unit}" if result.success else row.get("error", "see the run log")
+                error = row.get("error", "see the run log")
+                detail = f"{row.get('num_tiles', '?')} {unit}" if result.success else error
                 if result.success and row.get("feature_path"):
                     detail += f", {row.get('encoder_name')} features"
                 elapsed = time.perf_counter() - started
