@@ -9,11 +9,16 @@ import sys
 import time
 from pathlib import Path
 
-from slide2vec_dagster.config import CONFIG_ENV_VAR, ConfigError, PlatformConfig, default_config_path, load_config
+from slide2vec_dagster.config import (
+    CONFIG_ENV_VAR,
+    REPO_ROOT,
+    ConfigError,
+    PlatformConfig,
+    default_config_path,
+    load_config,
+)
 from slide2vec_dagster.layout import OutputLayout
 from slide2vec_dagster.manifest import ManifestError, read_manifests
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def ensure_dagster_home() -> Path:

@@ -25,6 +25,8 @@ from slide2vec_dagster.encoders import EncoderError, get_spec
 from slide2vec_dagster.tiling.params import TilingConfig, UnsupportedConfigError
 
 CONFIG_ENV_VAR = "SLIDE2VEC_DAGSTER_CONFIG"
+# The checkout this package is installed from (editable install): demo/ and dagster.yaml live there.
+REPO_ROOT = Path(__file__).resolve().parent.parent
 PIPELINE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 
@@ -224,4 +226,4 @@ def default_config_path() -> Path:
     configured = os.environ.get(CONFIG_ENV_VAR)
     if configured:
         return Path(configured)
-    return Path(__file__).resolve().parent.parent / "demo" / "config.yaml"
+    return REPO_ROOT / "demo" / "config.yaml"

@@ -10,6 +10,7 @@ from pathlib import Path
 
 UNSAFE_ID_CHARS = ("/", "\\", "\x00")
 EMBEDDING_KINDS = ("tile_embeddings", "hierarchical_embeddings")
+PREVIEW_ARTIFACTS = ("mask_preview", "tiling_preview")
 
 
 def id_problem(value: str) -> str | None:
@@ -30,6 +31,11 @@ def _checked(identifier: str) -> str:
     if problem:
         raise ValueError(f"{identifier!r} cannot be used as a file name: {problem}")
     return identifier
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in EMBEDDING_KINDS:
+        raise ValueError(f"unknown embedding kind {kind!r}; expected one of {EMBEDDING_KINDS}")
 
 
 @dataclass(frozen=True)
@@ -63,15 +69,19 @@ class OutputLayout:
     def tiling_preview(self, sample_id: str) -> Path:
         return self.output_dir / "preview" / "tiling" / f"{_checked(sample_id)}.png"
 
+    def preview(self, artifact: str, sample_id: str) -> Path:
+        """``mask_preview`` or ``tiling_preview``, by the asset name."""
+        if artifact not in PREVIEW_ARTIFACTS:
+            raise ValueError(f"unknown preview {artifact!r}; expected one of {PREVIEW_ARTIFACTS}")
+        return self.mask_preview(sample_id) if artifact == "mask_preview" else self.tiling_preview(sample_id)
+
     def embedding_payload(self, kind: str, sample_id: str, output_format: str) -> Path:
         """``<kind>/<id>.pt|.npz`` for kind ``tile_embeddings`` or ``hierarchical_embeddings``."""
-        if kind not in EMBEDDING_KINDS:
-            raise ValueError(f"unknown embedding kind {kind!r}; expected one of {EMBEDDING_KINDS}")
+        _check_kind(kind)
         if output_format not in ("pt", "npz"):
             raise ValueError(f"output_format must be pt or npz, got {output_format!r}")
         return self.output_dir / kind / f"{_checked(sample_id)}.{output_format}"
 
     def embedding_meta(self, kind: str, sample_id: str) -> Path:
-        if kind not in EMBEDDING_KINDS:
-            raise ValueError(f"unknown embedding kind {kind!r}; expected one of {EMBEDDING_KINDS}")
+        _check_kind(kind)
         return self.output_dir / kind / f"{_checked(sample_id)}.meta.json"

@@ -18,11 +18,9 @@ from slide2vec_dagster.artifacts.coordinates import read_coordinates, write_coor
 from slide2vec_dagster.artifacts.embeddings import write_embedding
 from slide2vec_dagster.artifacts.previews import thumbnail_markdown, write_png
 from slide2vec_dagster.defs.resources import PlatformResource
-from slide2vec_dagster.layout import EMBEDDING_KINDS, OutputLayout
+from slide2vec_dagster.layout import EMBEDDING_KINDS, PREVIEW_ARTIFACTS, OutputLayout
 from slide2vec_dagster.slide_embedding import EmbeddingOutcome
 from slide2vec_dagster.slide_tiling import TilingOutcome
-
-PREVIEW_ARTIFACTS = ("mask_preview", "tiling_preview")
 
 
 def _partition_keys(context: OutputContext | InputContext) -> list[str]:
@@ -119,7 +117,7 @@ class Slide2vecIOManager(ConfigurableIOManager):
     def _write_preview(
         self, layout: OutputLayout, artifact: str, sample_id: str, rgb: np.ndarray | None
     ) -> dict[str, Any]:
-        path = layout.mask_preview(sample_id) if artifact == "mask_preview" else layout.tiling_preview(sample_id)
+        path = layout.preview(artifact, sample_id)
         if rgb is None:  # skipped slide: the preview on disk is current
             with Image.open(path) as image:
                 rgb = np.asarray(image.convert("RGB"))
@@ -140,9 +138,7 @@ class Slide2vecIOManager(ConfigurableIOManager):
                     layout.coordinates_npz(sample_id), layout.coordinates_meta(sample_id)
                 )
             elif artifact in PREVIEW_ARTIFACTS:
-                path = (
-                    layout.mask_preview(sample_id) if artifact == "mask_preview" else layout.tiling_preview(sample_id)
-                )
+                path = layout.preview(artifact, sample_id)
                 with Image.open(path) as image:
                     loaded[sample_id] = np.asarray(image.convert("RGB"))
             else:

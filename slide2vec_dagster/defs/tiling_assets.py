@@ -69,10 +69,10 @@ def build_tiling_assets(pipeline: str, config: PlatformConfig) -> AssetsDefiniti
         )
         selected = context.selected_output_names
         # Previews first: the coordinates writer then records their paths in process_list.csv.
+        # A fresh render is written; a skipped slide's preview already on disk is re-announced (None).
         for name, image in (("mask_preview", outcome.mask_preview), ("tiling_preview", outcome.tiling_preview)):
-            if name in selected and (image is not None or outcome.status == "skipped"):
-                if outcome.status == "skipped" and not _on_disk(layout, name, sample_id):
-                    continue
+            on_disk = outcome.status == "skipped" and layout.preview(name, sample_id).exists()
+            if name in selected and (image is not None or on_disk):
                 yield Output(image, output_name=name)
         if "coordinates" in selected:
             meta = describe(outcome)
@@ -80,8 +80,3 @@ def build_tiling_assets(pipeline: str, config: PlatformConfig) -> AssetsDefiniti
             yield Output(outcome, output_name="coordinates", metadata=meta)
 
     return tiling
-
-
-def _on_disk(layout: Any, name: str, sample_id: str) -> bool:
-    path = layout.mask_preview(sample_id) if name == "mask_preview" else layout.tiling_preview(sample_id)
-    return path.exists()
