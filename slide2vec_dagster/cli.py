@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import socket
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from slide2vec_dagster.config import (
@@ -16,8 +18,8 @@ from slide2vec_dagster.config import (
     PlatformConfig,
     default_config_path,
     load_config,
+    output_location_problems,
 )
-from slide2vec_dagster.layout import OutputLayout
 from slide2vec_dagster.manifest import ManifestError, read_manifests
 
 
@@ -46,7 +48,15 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print(f"  manifests: {len(config.manifests)} file(s), {len(slides)} slide(s)")
     for name in config.pipelines:
         print(f"  pipeline {name}: output_dir {config.output_dir(name)}")
-    return 0
+    problems = output_location_problems(config)
+    rows = [f"{entry.where}: {entry.problem}" for entry in slides.values() if entry.problem]
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    if rows:
+        print(f"{len(rows)} row(s) will fail their own slide until fixed:", file=sys.stderr)
+        for row in rows:
+            print(f"  {row}", file=sys.stderr)
+    return 1 if problems or rows else 0
 
 
 def cmd_register(args: argparse.Namespace) -> int:
@@ -65,9 +75,11 @@ def cmd_register(args: argparse.Namespace) -> int:
 def cmd_materialize(args: argparse.Namespace) -> int:
     from dagster import DagsterInstance
 
-    from slide2vec_dagster.artifacts.process_list import read_rows
+    from slide2vec_dagster.artifacts.atomic import sweep_debris
     from slide2vec_dagster.defs.build import build_definitions
     from slide2vec_dagster.defs.partitions import register
+    from slide2vec_dagster.defs.run_results import run_outcome
+    from slide2vec_dagster.defs.slide_runs import HOST_TAG, PID_TAG, mark_orphaned_runs
 
     config = _load(args)
     home = ensure_dagster_home()
@@ -82,32 +94,45 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     if missing:
         print(f"sample_id(s) {missing} are in no manifest of {config.source_path}", file=sys.stderr)
         return 2
+    problems = output_location_problems(config)
+    if problems:
+        print("error: " + "\nerror: ".join(problems), file=sys.stderr)
+        return 2
+    for pipeline in pipelines:
+        swept = sweep_debris(config.output_dir(pipeline))
+        if swept:
+            print(f"removed {len(swept)} temporary file(s) left by interrupted runs in {config.output_dir(pipeline)}")
     defs = build_definitions(config)
     failures = 0
     with DagsterInstance.get() as instance:
+        orphans = mark_orphaned_runs(instance)
+        if orphans:
+            print(f"marked {len(orphans)} run(s) failed whose process had died: {', '.join(o[:8] for o in orphans)}")
         new_samples, _ = register(instance, slides)
         print(f"DAGSTER_HOME={home}: {len(new_samples)} new sample partition(s) registered")
         for pipeline in pipelines:
             job = defs.resolve_job_def(f"{pipeline}_job")
+            unit = "regions" if config.pipelines[pipeline].is_hierarchical else "tiles"
             for sample_id in samples:
                 started = time.perf_counter()
                 result = job.execute_in_process(
                     partition_key=sample_id,
                     instance=instance,
                     raise_on_error=False,
-                    tags={"slide2vec/trigger": "cli"},
+                    # Who runs it, so a later command can fail it if this process is killed.
+                    tags={"slide2vec/trigger": "cli", PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()},
                     run_config={"loggers": {"console": {"config": {"log_level": args.log_level}}}},
                 )
-                row = read_rows(OutputLayout(config.output_dir(pipeline)).process_list).get(sample_id, {})
-                status = row.get("status", "done" if result.success else "failed")
-                unit = "regions" if config.pipelines[pipeline].is_hierarchical else "tiles"
-                error = row.get("error", "see the run log")
-                detail = f"{row.get('num_tiles', '?')} {unit}" if result.success else error
-                if result.success and row.get("feature_path"):
-                    detail += f", {row.get('encoder_name')} features"
-                elapsed = time.perf_counter() - started
-                print(f"  {pipeline}/{sample_id}: {status:7s} {detail}  ({elapsed:.1f} s, run {result.run_id[:8]})")
-                failures += 0 if result.success else 1
+                outcome = run_outcome(result)
+                if outcome.status == "failed":
+                    detail = outcome.error
+                else:
+                    detail = f"{outcome.num_tiles} {unit}" + (
+                        f", {outcome.encoder} features" if outcome.encoder else ""
+                    )
+                timing = f"({time.perf_counter() - started:.1f} s, run {result.run_id[:8]})"
+                print(f"  {pipeline}/{sample_id}: {outcome.status:7s} {detail}  {timing}")
+                failures += outcome.status == "failed"
     for pipeline in pipelines:
         print(f"outputs of {pipeline}: {config.output_dir(pipeline)}")
     if failures:
@@ -150,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Dagster flags the partitioned checks and backfill policies as preview/beta on every import: noise here.
+    warnings.filterwarnings("ignore", message=r".*(currently in (preview|beta)|is in beta)")
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)

@@ -37,26 +37,26 @@ class ConfigError(ValueError):
 class ModelConfig(BaseModel):
     """slide2vec's ``model`` block: which encoder preset, its weights and the batch size."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str = Field(description="an encoder preset, e.g. uni, virchow2 or baseline-color-texture")
     weights: Path | None = Field(
         default=None, description="local folder (config.json + weights) or file; default: the preset's hub repo"
     )
     variant: str | None = Field(default=None, description="output variant, e.g. cls or cls_patch_mean")
-    batch_size: int = Field(default=32, ge=1)
+    batch_size: int = Field(default=32, ge=1, le=65536)
 
 
 class SpeedConfig(BaseModel):
     """slide2vec's ``speed`` block: precision, storage dtype and how the reading is parallelised."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     precision: Literal["fp32", "fp16", "bf16"] | None = Field(default=None, description="default: the preset's")
     output_dtype: Literal["fp16", "fp32", "bf16"] | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    num_workers: int = Field(default=2, ge=1, description="reader threads per batch")
-    prefetch_batches: int = Field(default=2, ge=1, description="batches decoded ahead of the model")
+    num_workers: int = Field(default=2, ge=1, le=256, description="reader threads per batch")
+    prefetch_batches: int = Field(default=2, ge=1, le=64, description="batches decoded ahead of the model")
 
     @field_validator("output_dtype")
     @classmethod
@@ -73,7 +73,7 @@ def _hash(payload: Any) -> str:
 class PipelineConfig(BaseModel):
     """One pipeline: preprocessing + an optional encoder, writing to one output_dir."""
 
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False)
 
     output_dir: Path | None = Field(default=None, description="defaults to <output_root>/<pipeline name>")
     tiling: TilingConfig = Field(default_factory=TilingConfig)
@@ -133,13 +133,13 @@ class PipelineConfig(BaseModel):
 
 
 class ExecutionConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    sensor_interval_seconds: int = Field(default=30, ge=5)
+    sensor_interval_seconds: int = Field(default=30, ge=5, le=86400)
 
 
 class PlatformConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     manifests: list[Path] = Field(min_length=1)
     output_root: Path = Path("outputs")
@@ -169,10 +169,10 @@ class PlatformConfig(BaseModel):
         return block
 
 
-def _format_validation_error(path: Path, error: ValidationError) -> str:
+def _format_validation_error(path: Path, error: ValidationError, prefix: str = "") -> str:
     lines = []
     for item in error.errors():
-        key = ".".join(str(part) for part in item["loc"]) or "<top level>"
+        key = prefix + ".".join(str(part) for part in item["loc"]) or "<top level>"
         message = "unknown key (check its spelling)" if item["type"] == "extra_forbidden" else item["msg"]
         lines.append(f"  {key}: {message}")
     return f"invalid platform config {path}:\n" + "\n".join(lines)
@@ -214,11 +214,45 @@ def load_config(path: str | Path) -> PlatformConfig:
         try:
             pipeline.resolve_model_defaults()
             pipeline.tiling.require_resolved()
+            params = pipeline.tiling.params
+            if params.region_tile_multiple and params.requested_region_size_px is None:
+                # config.yaml records the resolved region size, as slide2vec's does.
+                params.requested_region_size_px = int(params.requested_tile_size_px) * int(params.region_tile_multiple)
+        except ValidationError as exc:
+            raise ConfigError(_format_validation_error(path, exc, prefix=f"pipelines.{name}.tiling.params.")) from None
         except (EncoderError, UnsupportedConfigError, ValueError, KeyError) as exc:
             message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
             raise ConfigError(f"invalid platform config {path}:\n  pipelines.{name}: {message}") from None
+    owners: dict[Path, str] = {}
+    for name in config.pipelines:
+        output_dir = config.output_dir(name)
+        if output_dir in owners:
+            raise ConfigError(
+                f"invalid platform config {path}:\n  pipelines.{owners[output_dir]} and pipelines.{name} both write "
+                f"to {output_dir}; each pipeline needs its own output_dir (they would overwrite each other's files)"
+            )
+        owners[output_dir] = name
     config.source_path = path
     return config
+
+
+def output_location_problems(config: PlatformConfig) -> list[str]:
+    """Why an output location cannot be used: not a directory, or not writable by this user. A folder
+    that does not exist yet is fine when its nearest existing parent is a writable directory."""
+    problems = []
+    locations = {"output_root": config.output_root}
+    locations.update({f"pipelines.{name}.output_dir": config.output_dir(name) for name in config.pipelines})
+    for key, location in locations.items():
+        existing = location
+        while not existing.exists() and existing.parent != existing:
+            existing = existing.parent
+        if not existing.is_dir():
+            problems.append(f"{key}: {location} is not a directory ({existing} is a file); choose another path")
+        elif not os.access(existing, os.W_OK | os.X_OK):
+            problems.append(
+                f"{key}: {existing} is not writable by this user; fix its permissions or choose another path"
+            )
+    return problems
 
 
 def default_config_path() -> Path:

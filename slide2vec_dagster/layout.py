@@ -8,15 +8,27 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from slide2vec_dagster.artifacts.atomic import TEMP_NAME_OVERHEAD
+
 UNSAFE_ID_CHARS = ("/", "\\", "\x00")
 EMBEDDING_KINDS = ("tile_embeddings", "hierarchical_embeddings")
 PREVIEW_ARTIFACTS = ("mask_preview", "tiling_preview")
+PAYLOAD_FORMATS = ("pt", "npz")
+# The longest name an id gets: "<id>.coordinates.meta.json", written through a temporary sibling.
+LONGEST_SUFFIX = ".coordinates.meta.json"
+NAME_MAX = 255  # bytes, ext4 / xfs / NFS
+MAX_ID_BYTES = NAME_MAX - len(LONGEST_SUFFIX) - TEMP_NAME_OVERHEAD
 
 
 def id_problem(value: str) -> str | None:
     """Why ``value`` cannot be a file stem (sample_id, patient_id, class name), or None if it can."""
     if value == "":
         return "it is empty"
+    if len(value.encode("utf-8")) > MAX_ID_BYTES:
+        return (
+            f"it is {len(value.encode('utf-8'))} bytes long; ids are limited to {MAX_ID_BYTES} bytes so that "
+            f"'<id>{LONGEST_SUFFIX}' and its temporary twin fit a file name ({NAME_MAX} bytes)"
+        )
     if value in {".", ".."}:
         return f"{value!r} is a relative path component"
     if any(ch in value for ch in UNSAFE_ID_CHARS):
@@ -85,3 +97,28 @@ class OutputLayout:
     def embedding_meta(self, kind: str, sample_id: str) -> Path:
         _check_kind(kind)
         return self.output_dir / kind / f"{_checked(sample_id)}.meta.json"
+
+    def slide_artifacts(self, sample_id: str) -> list[tuple[Path, Path | None]]:
+        """Every (payload, sidecar) pair one slide can have in this output_dir, both payload formats;
+        previews have no sidecar. What a slide's run cleans up and withdraws."""
+        pairs: list[tuple[Path, Path | None]] = [
+            (self.coordinates_npz(sample_id), self.coordinates_meta(sample_id)),
+            (self.mask_preview(sample_id), None),
+            (self.tiling_preview(sample_id), None),
+        ]
+        for kind in EMBEDDING_KINDS:
+            meta = self.embedding_meta(kind, sample_id)
+            pairs += [(self.embedding_payload(kind, sample_id, fmt), meta) for fmt in PAYLOAD_FORMATS]
+        return pairs
+
+    def tiled_sample_ids(self) -> list[str]:
+        """The ids that have a coordinates sidecar in tiles/ (for rebuilding a lost process list)."""
+        suffix = ".coordinates.meta.json"
+        folder = self.output_dir / "tiles"
+        if not folder.is_dir():
+            return []
+        return sorted(p.name[: -len(suffix)] for p in folder.glob(f"*{suffix}") if not p.name.startswith("."))
+
+    def shared_files(self) -> list[Path]:
+        """The files every run of this output_dir updates."""
+        return [self.process_list, self.config_yaml]

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from slide2vec_dagster import __version__
-from slide2vec_dagster.artifacts.embeddings import feature_dtype_name, read_meta
+from slide2vec_dagster.artifacts.embeddings import check_features, feature_dtype_name, read_embedding, read_meta
 from slide2vec_dagster.config import PipelineConfig
 from slide2vec_dagster.embedding.hierarchical import plan_subtiles, subtile_read_plan
 from slide2vec_dagster.embedding.loop import LoopStats, ReadPlan, run_encoder
@@ -80,17 +80,39 @@ def inputs_fingerprint(pipeline: PipelineConfig, coordinates_meta: dict[str, Any
 
 
 def _reusable(
-    kind: str, sample_id: str, pipeline: PipelineConfig, layout: OutputLayout, fingerprint: str
+    kind: str,
+    sample_id: str,
+    pipeline: PipelineConfig,
+    layout: OutputLayout,
+    fingerprint: str,
+    expected_shape: tuple[int, ...],
 ) -> dict | None:
+    """The sidecar of an embedding already on disk, if it was made from the same inputs AND its payload
+    loads with the shape and dtype the sidecar promises. Anything unreadable means: compute again."""
     payload = layout.embedding_payload(kind, sample_id, pipeline.output_format)
     meta_path = layout.embedding_meta(kind, sample_id)
     if not (payload.exists() and meta_path.exists()):
         return None
     try:
         meta = read_meta(meta_path)
-    except (OSError, ValueError):
+        if meta.get("provenance", {}).get("inputs_fingerprint") != fingerprint:
+            return None
+        features = read_embedding(payload)
+        if tuple(features.shape) != expected_shape or feature_dtype_name(features.dtype) != meta.get("feature_dtype"):
+            logger.warning(
+                "%s: %s has shape %s / dtype %s, expected %s / %s; computing again",
+                sample_id,
+                payload,
+                tuple(features.shape),
+                features.dtype,
+                expected_shape,
+                meta.get("feature_dtype"),
+            )
+            return None
+    except Exception as exc:  # truncated, not a tensor, bad JSON...: recompute rather than skip forever
+        logger.warning("%s: %s is unreadable (%s); computing again", sample_id, payload, exc)
         return None
-    return meta if meta.get("provenance", {}).get("inputs_fingerprint") == fingerprint else None
+    return meta
 
 
 def embed_sample(
@@ -108,11 +130,17 @@ def embed_sample(
     arrays, coords_meta = coordinates
     kind = embedding_kind(pipeline)
     fingerprint = inputs_fingerprint(pipeline, coords_meta)
-    if reuse_existing and (meta := _reusable(kind, entry.sample_id, pipeline, layout, fingerprint)) is not None:
-        return EmbeddingOutcome(entry.sample_id, kind, "skipped", None, meta)
-
     spec = get_spec(pipeline.model.name)
     feature_dim = spec.feature_dim(pipeline.model.variant)
+    n_rows = len(arrays["x"])
+    multiple = pipeline.region_tile_multiple
+    hierarchical = kind == "hierarchical_embeddings" and multiple
+    expected = (n_rows, multiple * multiple, feature_dim) if hierarchical else (n_rows, feature_dim)
+    if reuse_existing:
+        meta = _reusable(kind, entry.sample_id, pipeline, layout, fingerprint, expected)
+        if meta is not None:
+            return EmbeddingOutcome(entry.sample_id, kind, "skipped", None, meta)
+
     out_dtype = storage_dtype(pipeline.speed.precision or spec.precision, pipeline.speed.output_dtype)
     tiling_meta, slide_meta = coords_meta["tiling"], coords_meta["slide"]
     x, y = arrays["x"], arrays["y"]
@@ -160,6 +188,9 @@ def embed_sample(
     if kind == "hierarchical_embeddings":
         features = features.reshape(len(x), geometry.tiles_per_region, feature_dim)
     features = features.to(out_dtype)
+    check_features(
+        features, expected, f"sample {entry.sample_id!r} ({spec.name} on {entry.image_path})", pipeline.speed.precision
+    )
 
     meta: dict[str, Any] = {
         "sample_id": entry.sample_id,

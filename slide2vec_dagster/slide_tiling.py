@@ -7,19 +7,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from slide2vec_dagster import __version__
 from slide2vec_dagster.artifacts.coordinates import Coordinates, read_coordinates
 from slide2vec_dagster.config import PipelineConfig
-from slide2vec_dagster.fingerprint import file_fingerprint
+from slide2vec_dagster.fingerprint import fingerprint, identity
 from slide2vec_dagster.layout import OutputLayout
-from slide2vec_dagster.manifest import SlideEntry
+from slide2vec_dagster.manifest import SlideEntry, input_file_problem
 from slide2vec_dagster.tiling import render_previews, tile_slide
-from slide2vec_dagster.wsi import MASK_AUTO_ORDER, open_reader, open_slide
+from slide2vec_dagster.wsi import MASK_AUTO_ORDER, SlideOpenError, open_reader, open_slide
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -38,37 +43,90 @@ class TilingOutcome:
         return self.coordinates.n_tiles
 
 
-def inputs_fingerprint(entry: SlideEntry, pipeline: PipelineConfig) -> str:
-    """Everything that decides a slide's tiling: the config, the slide and mask files, the override."""
+class SlideInputError(ValueError):
+    """A slide or mask path that cannot be read as one (a pipe, a device, an unreadable file...)."""
+
+
+def check_inputs(entry: SlideEntry) -> None:
+    """Refuse a row whose slide or mask is not a readable file before anything opens it (a FIFO or a
+    device would block the run); the message names the sample, the manifest row, the column and the fix."""
+    entry.checked()
+    for column, path in (("image_path", entry.image_path), ("mask_path", entry.mask_path)):
+        if path is None:
+            continue
+        problem = input_file_problem(path, column)
+        if problem is None:
+            continue
+        message = f"sample {entry.sample_id!r} ({entry.where}): {problem}"
+        if not path.exists():
+            kind = "slide" if column == "image_path" else "mask"
+            raise FileNotFoundError(f"{kind} file not found: {path}; check {column} in {entry.where}")
+        raise SlideInputError(message)
+
+
+def fingerprints_of(entry: SlideEntry, known: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The slide's and mask's fingerprints; ``known`` (a previous sidecar's ``artifact`` section) spares
+    re-reading files whose stat key is unchanged."""
+    known = known or {}
+    return {
+        "slide_fingerprint": fingerprint(entry.image_path, known.get("slide_fingerprint")),
+        "mask_fingerprint": fingerprint(entry.mask_path, known.get("mask_fingerprint")) if entry.mask_path else None,
+    }
+
+
+def inputs_fingerprint(entry: SlideEntry, pipeline: PipelineConfig, fingerprints: dict[str, Any]) -> str:
+    """Everything that decides a slide's tiling: the config, the slide and mask contents and paths, the
+    spacing override and the code version."""
     parts = {
         "tiling": pipeline.fingerprint(),
-        "slide": file_fingerprint(entry.image_path),
-        "mask": file_fingerprint(entry.mask_path) if entry.mask_path else None,
+        "slide": identity(fingerprints["slide_fingerprint"]),
+        "mask": identity(fingerprints["mask_fingerprint"]),
         "spacing_at_level_0": entry.spacing_at_level_0,
         "code": __version__,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
 
+def _previous_artifact_section(layout: OutputLayout, sample_id: str) -> dict[str, Any]:
+    try:
+        meta = json.loads(layout.coordinates_meta(sample_id).read_text(encoding="utf-8"))
+        section = meta.get("artifact", {})
+        return section if isinstance(section, dict) else {}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def _png_ok(path: Path) -> bool:
+    try:
+        with Image.open(path) as image:
+            image.verify()
+        return True
+    except Exception:
+        return False
+
+
 def _reusable(
     entry: SlideEntry, pipeline: PipelineConfig, layout: OutputLayout, fingerprint: str
 ) -> TilingOutcome | None:
-    """The outputs already on disk, if they are complete and were made from the same inputs."""
+    """The outputs already on disk, if they are complete, loadable and were made from the same inputs.
+    Anything unreadable (truncated npz, broken JSON, damaged PNG) means: tile again."""
     npz, meta_path = layout.coordinates_npz(entry.sample_id), layout.coordinates_meta(entry.sample_id)
     if not (npz.exists() and meta_path.exists()):
         return None
     try:
         arrays, meta = read_coordinates(npz, meta_path)
-    except (OSError, ValueError, KeyError):
-        return None  # unreadable or inconsistent: tile again
-    if meta.get("artifact", {}).get("inputs_fingerprint") != fingerprint:
+        if meta.get("artifact", {}).get("inputs_fingerprint") != fingerprint:
+            return None
+        preview = pipeline.tiling.preview
+        mask_png, tiling_png = layout.mask_preview(entry.sample_id), layout.tiling_preview(entry.sample_id)
+        if preview.save_mask_preview and not _png_ok(mask_png):
+            return None
+        if preview.save_tiling_preview and len(arrays["x"]) and not _png_ok(tiling_png):
+            return None
+        coordinates = Coordinates(arrays["x"], arrays["y"], arrays["tissue_fractions"])
+    except Exception as exc:  # any damage: recompute rather than fail or skip forever
+        logger.warning("%s: outputs on disk are unreadable (%s); tiling again", entry.sample_id, exc)
         return None
-    preview = pipeline.tiling.preview
-    if preview.save_mask_preview and not layout.mask_preview(entry.sample_id).exists():
-        return None
-    if preview.save_tiling_preview and len(arrays["x"]) and not layout.tiling_preview(entry.sample_id).exists():
-        return None
-    coordinates = Coordinates(arrays["x"], arrays["y"], arrays["tissue_fractions"])
     return TilingOutcome(entry.sample_id, "skipped", coordinates, meta, None, None)
 
 
@@ -86,9 +144,11 @@ def tile_sample(
     """
     tiling = pipeline.tiling
     tiling.require_resolved()
-    fingerprint = inputs_fingerprint(entry, pipeline) if entry.image_path.exists() else ""
-    if reuse_existing and fingerprint:
-        reused = _reusable(entry, pipeline, layout, fingerprint)
+    check_inputs(entry)
+    fingerprints = fingerprints_of(entry, _previous_artifact_section(layout, entry.sample_id))
+    inputs_hash = inputs_fingerprint(entry, pipeline, fingerprints)
+    if reuse_existing:
+        reused = _reusable(entry, pipeline, layout, inputs_hash)
         if reused is not None:
             return reused
 
@@ -97,7 +157,13 @@ def tile_sample(
         try:
             if entry.mask_path is not None:
                 # A mask needs no spacing of its own: its size relative to the slide places it.
-                mask_reader = open_reader(entry.mask_path, tiling.mask_backend, MASK_AUTO_ORDER)
+                try:
+                    mask_reader = open_reader(entry.mask_path, tiling.mask_backend, MASK_AUTO_ORDER)
+                except SlideOpenError as exc:
+                    raise SlideOpenError(
+                        f"the mask of sample {entry.sample_id!r} ({entry.where}, column mask_path) cannot be "
+                        f"read: {exc}; fix mask_path or regenerate the mask"
+                    ) from exc
             result = tile_slide(
                 reader,
                 reader.base_spacing_um,
@@ -135,7 +201,11 @@ def tile_sample(
                 "selection_strategy": "tissue_coverage",
                 # Beyond the contract's keys (the page shows `...` here): what the skip check and
                 # lineage need.
-                "inputs_fingerprint": fingerprint,
+                "inputs_fingerprint": inputs_hash,
+                **fingerprints,
+                # Said wherever the pixels were not what a brightfield H&E model expects.
+                "modality": result.modality.as_dict() if result.modality else None,
+                "colour_correction": reader.colour_correction,
                 "tiling_config_hash": pipeline.fingerprint(),
                 "code_version": __version__,
                 "run_id": run_id,
@@ -145,10 +215,25 @@ def tile_sample(
     return TilingOutcome(entry.sample_id, "done", coordinates, meta, mask_rgb, tiling_rgb)
 
 
+def warnings_of(outcome: TilingOutcome) -> list[str]:
+    """What a user must know about how this slide was read: a non-brightfield stain, corrected colours."""
+    artifact = outcome.meta.get("artifact", {})
+    found = []
+    modality = artifact.get("modality") or {}
+    if modality.get("warning"):
+        found.append(f"{outcome.sample_id}: {modality['warning']}")
+    if artifact.get("colour_correction"):
+        found.append(f"{outcome.sample_id}: colours corrected on read ({artifact['colour_correction']})")
+    return found
+
+
 def describe(outcome: TilingOutcome) -> dict[str, Any]:
     """The numbers a person wants to see next to a materialisation."""
     tiling = outcome.meta.get("tiling", {})
+    artifact = outcome.meta.get("artifact", {})
     return {
+        "modality": (artifact.get("modality") or {}).get("modality") or "not assessed",
+        "colour_correction": artifact.get("colour_correction") or "none",
         "status": outcome.status,
         "num_tiles": outcome.n_tiles,
         "backend": outcome.meta.get("provenance", {}).get("backend"),

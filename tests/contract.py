@@ -203,8 +203,15 @@ class _Checker:
         for kind in EMBEDDING_META:
             self.check_embeddings(kind)
         self.check_latents()
+        self.check_no_debris()
         self.check_required(require)
         return self.problems
+
+    def check_no_debris(self) -> None:
+        """Writes are atomic: no temporary sibling may outlive its write (s2), whatever its extension."""
+        for path in sorted(self.out.rglob(".*")):
+            if path.is_file() and ".tmp" in path.name:
+                self.bad(path, "temporary file left by an interrupted write")
 
     # section 3 and 4
     def check_coordinates(self) -> None:

@@ -25,7 +25,7 @@ from slide2vec_dagster.artifacts.coordinates import (
     write_coordinates,
 )
 from slide2vec_dagster.artifacts.previews import png_bytes, thumbnail_markdown, write_png
-from slide2vec_dagster.fingerprint import file_fingerprint
+from slide2vec_dagster.fingerprint import file_fingerprint, fingerprint, identity, matches
 from slide2vec_dagster.layout import OutputLayout, id_problem
 
 # ------------------------------------------------------------------------------------------ layout
@@ -339,29 +339,46 @@ def test_previews_are_rgb_pngs(tmp_path: Path):
 # ------------------------------------------------------------------------------------- fingerprint
 
 
-def test_the_fingerprint_changes_when_the_file_changes(tmp_path: Path):
+def test_the_fingerprint_follows_the_content_not_the_timestamps(tmp_path: Path):
     path = tmp_path / "slide.svs"
     data = bytearray(os.urandom(300_000))
     path.write_bytes(bytes(data))
     os.utime(path, ns=(1_000_000_000, 1_000_000_000))
-    first = file_fingerprint(path)
-    assert first == file_fingerprint(path) and len(first) == 32
-    # Same size, same mtime, different last bytes (a rewritten tail).
-    data[-1] ^= 0xFF
+    first = fingerprint(path)
+    assert first["sha256"] == fingerprint(path)["sha256"] and file_fingerprint(path) == first["sha256"][:32]
+    # An edit in the middle that keeps size and mtime (what a cheap head/tail fingerprint misses).
+    data[150_000] ^= 0xFF
     path.write_bytes(bytes(data))
     os.utime(path, ns=(1_000_000_000, 1_000_000_000))
-    assert file_fingerprint(path) != first
-    # Same bytes, new mtime (the slide was replaced by a copy).
-    data[-1] ^= 0xFF
+    assert fingerprint(path, known=first)["sha256"] != first["sha256"]
+    assert matches(first, path) is False
+    # Same bytes again, new mtime (the slide was replaced by a copy): the same slide.
+    data[150_000] ^= 0xFF
     path.write_bytes(bytes(data))
     os.utime(path, ns=(2_000_000_000, 2_000_000_000))
-    assert file_fingerprint(path) != first
-    os.utime(path, ns=(1_000_000_000, 1_000_000_000))
-    assert file_fingerprint(path) == first
+    assert fingerprint(path, known=first)["sha256"] == first["sha256"] and matches(first, path) is True
     # Appended bytes.
     path.write_bytes(bytes(data) + b"x")
-    os.utime(path, ns=(1_000_000_000, 1_000_000_000))
-    assert file_fingerprint(path) != first
+    assert fingerprint(path)["sha256"] != first["sha256"]
+
+
+def test_an_unchanged_stat_key_reuses_the_known_hash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The hash is the identity; the stat key only decides whether the file must be read again."""
+    from slide2vec_dagster import fingerprint as fingerprint_module
+
+    path = tmp_path / "slide.svs"
+    path.write_bytes(b"abc" * 1000)
+    first = fingerprint(path)
+    reads = []
+    real = fingerprint_module._sha256
+    monkeypatch.setattr(fingerprint_module, "_sha256", lambda p: reads.append(p) or real(p))
+    assert fingerprint(path, known=first) == first and reads == []
+    os.chmod(path, 0o600)  # ctime moves: read again, same identity
+    again = fingerprint(path, known=first)
+    assert reads == [path] and again["sha256"] == first["sha256"] and identity(again) == identity(first)
+    moved = tmp_path / "moved.svs"
+    path.rename(moved)
+    assert identity(fingerprint(moved)) != identity(first)  # sidecars must then show the new path
 
 
 def test_the_fingerprint_of_a_folder_covers_every_file(tmp_path: Path):

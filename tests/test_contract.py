@@ -375,6 +375,10 @@ BREAKAGES: dict[str, tuple[Callable[[Path], None], str]] = {
         lambda o: write_png(o / "preview" / "mask" / "stranger.png", np.zeros((4, 4, 3), np.uint8)),
         "did not fail",
     ),
+    "temporary file of a killed write": (
+        lambda o: (o / "preview" / "mask" / ".s1.png.host.4242.0badc0de.tmp").write_bytes(b"\x89PNG half"),
+        "interrupted write",
+    ),
 }
 
 

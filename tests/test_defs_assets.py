@@ -13,15 +13,7 @@ from slide2vec_dagster.config import load_config
 from slide2vec_dagster.defs.build import build_definitions
 from slide2vec_dagster.defs.partitions import register, sample_partitions
 from slide2vec_dagster.manifest import read_manifests
-
-try:
-    from tests.contract import check_output_dir
-except ImportError:  # TEMP
-
-    def check_output_dir(path, require=()):
-        return []
-
-
+from tests.contract import check_output_dir
 from tests.dagster_helpers import BAD_ROWS, GOOD_ROWS, write_manifest, write_platform_config
 
 

@@ -126,8 +126,8 @@ def test_hierarchical_npz_fp16_and_zero_tiles(tmp_path: Path):
     assert check_output_dir(out, require=("hierarchical_embeddings",)) == []
 
 
-def test_a_broken_encoder_fails_the_blocking_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """An encoder that emits NaN must not pass: the all_finite check fails and says so."""
+def test_nan_features_are_refused_before_they_are_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """An encoder that emits NaN fails its slide with a row saying so; no embedding file is written."""
     pipelines = {
         "p1": {"tiling": {"params": {"requested_spacing_um": 1.0, "requested_tile_size_px": 224}}, "model": BASELINE}
     }
@@ -136,11 +136,44 @@ def test_a_broken_encoder_fails_the_blocking_check(tmp_path: Path, monkeypatch: 
     with instance_for_test() as instance:
         register(instance, read_manifests(config.manifests))
         result = _run(defs, instance, "001")
-    # A failed blocking check fails the step, so nothing downstream consumes NaN features.
+        assert not result.success
+        assert instance.get_materialized_partitions(AssetKey(["p1", "tile_embeddings"])) == set()
+    out = config.output_dir("p1")
+    assert not list((out / "tile_embeddings").glob("001.*"))
+    with (out / "process_list.csv").open() as handle:
+        row = next(r for r in csv.DictReader(handle) if r["sample_id"] == "001")
+    assert row["status"] == "failed" and row["error"].startswith("EmbeddingCheckError:")
+    assert "NaN or Inf" in row["error"] and "'001'" in row["error"]
+    assert row["coordinates_npz_path"].endswith("001.coordinates.npz")  # this run's tiling is still described
+    assert row["feature_path"] == ""
+
+
+def test_a_payload_that_fails_the_checks_on_disk_is_withdrawn(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """If what lands on disk differs from what was computed (a writer bug, a bad disk), the blocking
+    checks catch it, the slide fails with a row, and the bad files are withdrawn."""
+    from slide2vec_dagster.artifacts import embeddings as embedding_io
+    from slide2vec_dagster.defs import io_managers
+
+    pipelines = {
+        "p1": {"tiling": {"params": {"requested_spacing_um": 1.0, "requested_tile_size_px": 224}}, "model": BASELINE}
+    }
+    config, defs = _setup(tmp_path, pipelines, GOOD_ROWS)
+
+    def corrupting_writer(payload, meta_path, features, meta):
+        embedding_io.write_embedding(payload, meta_path, features * float("nan"), meta)
+
+    monkeypatch.setattr(io_managers, "write_embedding", corrupting_writer)
+    with instance_for_test() as instance:
+        register(instance, read_manifests(config.manifests))
+        result = _run(defs, instance, "001")
     assert not result.success
-    checks = _checks(result)
-    assert checks["all_finite"] is False
-    assert checks["rows_match_coordinates"] is True
+    assert _checks(result)["all_finite"] is False and _checks(result)["rows_match_coordinates"] is True
+    out = config.output_dir("p1")
+    assert sorted(p.name for p in (out / "tile_embeddings").iterdir()) == []
+    row = next(r for r in csv.DictReader((out / "process_list.csv").open()) if r["sample_id"] == "001")
+    assert row["status"] == "failed" and row["error"].startswith("EmbeddingCheckError:")
+    assert "all_finite" in row["error"]
+    assert check_output_dir(out) == []
 
 
 class _NaNEncoder:

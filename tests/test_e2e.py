@@ -15,14 +15,7 @@ from pathlib import Path
 
 import pytest
 
-try:
-    from tests.contract import check_output_dir
-except ImportError:  # TEMP
-
-    def check_output_dir(path, require=()):
-        return []
-
-
+from tests.contract import check_output_dir
 from tests.dagster_helpers import BAD_ROWS, GOOD_ROWS, write_manifest, write_platform_config
 
 REPO = Path(__file__).resolve().parent.parent

@@ -6,7 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from slide2vec_dagster.manifest import ManifestError, patients_of, read_manifest, read_manifests
+from slide2vec_dagster.layout import MAX_ID_BYTES
+from slide2vec_dagster.manifest import (
+    ManifestError,
+    ManifestRowError,
+    find_slide,
+    inspect_manifest,
+    patients_of,
+    read_manifest,
+    read_manifests,
+)
 
 
 def _write(folder: Path, text: str, name: str = "cohort.csv", encoding: str = "utf-8") -> Path:
@@ -107,10 +116,23 @@ def test_unsafe_sample_ids_are_rejected(tmp_path: Path, sample_id: str, why: str
     _rejects(path, "row 2", "line 3", "sample_id", "not a safe file name", why.replace("\\\\", "\\"))
 
 
+def _row_problem(path: Path, sample_id: str, *fragments: str) -> None:
+    """A problem of one row: the manifest still loads, only that row carries it (and its slide fails)."""
+    entries = {e.sample_id: e for e in read_manifest(path)}
+    bad = entries[sample_id]
+    assert bad.problem is not None
+    for fragment in fragments:
+        assert fragment in bad.problem, bad.problem
+    assert all(e.problem is None for e in entries.values() if e.sample_id != sample_id)
+    with pytest.raises(ManifestRowError) as info:
+        bad.checked()
+    assert str(path) in str(info.value) and "row" in str(info.value)
+
+
 @pytest.mark.parametrize("patient_id", ["..", "p/1", " p1"])
-def test_unsafe_patient_ids_are_rejected(tmp_path: Path, patient_id: str):
-    path = _write(tmp_path, f'sample_id,image_path,patient_id\ns1,s1.svs,"{patient_id}"\n')
-    _rejects(path, "row 1", "patient_id", "not a safe file name")
+def test_unsafe_patient_ids_fail_their_row(tmp_path: Path, patient_id: str):
+    path = _write(tmp_path, f'sample_id,image_path,patient_id\ns1,s1.svs,"{patient_id}"\ns2,s2.svs,p2\n')
+    _row_problem(path, "s1", "patient_id", "not a safe file name")
 
 
 @pytest.mark.parametrize(
@@ -134,17 +156,41 @@ def test_an_empty_manifest_is_rejected(tmp_path: Path, text: str):
     ("value", "why"),
     [("abc", "not a number"), ("0", "positive"), ("-0.5", "positive"), ("nan", "positive"), ("inf", "positive")],
 )
-def test_bad_spacing_values_are_rejected(tmp_path: Path, value: str, why: str):
+def test_bad_spacing_values_fail_their_row(tmp_path: Path, value: str, why: str):
     path = _write(tmp_path, f"sample_id,image_path,spacing_at_level_0\ns1,s1.svs,0.5\ns2,s2.svs,{value}\n")
-    _rejects(path, "row 2", "spacing_at_level_0", repr(value), why)
+    _row_problem(path, "s2", "spacing_at_level_0", repr(value), why)
 
 
-def test_an_empty_image_path_is_rejected(tmp_path: Path):
-    _rejects(_write(tmp_path, "sample_id,image_path\ns1, \n"), "row 1", "image_path is empty", "'s1'")
+def test_an_empty_image_path_fails_its_row(tmp_path: Path):
+    _row_problem(_write(tmp_path, "sample_id,image_path\ns1, \ns2,s2.svs\n"), "s1", "image_path is empty", "'s1'")
 
 
-def test_a_row_with_more_fields_than_the_header_is_rejected(tmp_path: Path):
-    _rejects(_write(tmp_path, "sample_id,image_path\ns1,s1.svs,surplus\n"), "row 1", "more fields")
+def test_a_row_with_more_fields_than_the_header_fails_its_row(tmp_path: Path):
+    _row_problem(_write(tmp_path, "sample_id,image_path\ns1,s1.svs,surplus\ns2,s2.svs\n"), "s1", "more fields")
+
+
+def test_an_overlong_id_is_refused_with_the_limit(tmp_path: Path):
+    long_id = "x" * (MAX_ID_BYTES + 1)
+    path = _write(tmp_path, f"sample_id,image_path\nok,ok.svs\n{long_id},x.svs\n")
+    _rejects(path, "row 2", f"limited to {MAX_ID_BYTES} bytes")
+    # The longest id allowed still gives file names (and their temporary twins) within NAME_MAX.
+    longest = "é" * (MAX_ID_BYTES // 2)
+    assert read_manifest(_write(tmp_path / "ok", f"sample_id,image_path\n{longest},x.svs\n"))[0].problem is None
+
+
+def test_find_slide_ignores_other_rows_problems(tmp_path: Path):
+    """A typo appended while a backfill runs must not fail the slides already registered."""
+    path = _write(tmp_path, "sample_id,image_path,spacing_at_level_0\ns1,s1.svs,\ns2,s2.svs,0,5\n../x,y.svs,\n")
+    report = inspect_manifest(path)
+    assert report.file_problems and "'../x'" in report.file_problems[0]
+    assert find_slide([report], "s1").sample_id == "s1"
+    with pytest.raises(ManifestRowError, match="more fields"):
+        find_slide([report], "s2")
+    assert find_slide([report], "nope") is None
+    dup = _write(tmp_path / "dup", "sample_id,image_path\ns1,a.svs\ns2,b.svs\ns1,c.svs\n")
+    with pytest.raises(ManifestRowError, match="more than one row"):
+        find_slide([inspect_manifest(dup)], "s1")
+    assert find_slide([inspect_manifest(dup)], "s2").image_path == tmp_path / "dup" / "b.svs"
 
 
 def test_rows_and_lines_count_blank_lines_and_quoted_line_breaks(tmp_path: Path):

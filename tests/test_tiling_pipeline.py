@@ -220,7 +220,7 @@ def test_qc_drops_white_and_black_tiles() -> None:
 
 def test_previews_shapes_and_colours(slide) -> None:
     reader, _ = slide
-    cfg = config(preview={"downsample": 32})
+    cfg = config(preview={"downsample": 32}, filter_params={"a_h": 0})
     res = tile_slide(reader, 0.5, cfg)
     mask_img, tiling_img = render_previews(reader, res)
     level_dims = reader.info.level_dimensions[5]  # downsample 32

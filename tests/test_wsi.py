@@ -194,6 +194,18 @@ def test_dicom_series_opens_from_the_folder_or_any_of_its_files():
     with open_reader(folder / "level-3-frames-0-1.dcm", "openslide") as from_file:
         assert from_file.dimensions == (2220, 2967)
         assert from_file.info.level_count == 12
+        # The YCbCr check covers the whole series whichever file opened it (tests/test_wsi_dicom_colour.py).
+        assert from_file.colour_correction is not None and "levels 0-11 of 12" in from_file.colour_correction
+
+
+@pytest.mark.parametrize(("slide", "backend"), SUPPORTED)
+def test_only_the_mislabelled_dicom_gets_a_colour_correction(readers, slide: Slide, backend: str):
+    """No false positive: SVS, TIFF and NDPI slides are read as stored, by every reader."""
+    reader = readers(slide, backend)
+    if slide.name == "dicom-cmu-1-small-region":
+        assert reader.colour_correction is not None and reader.colour_correction.startswith("ycbcr_to_rgb:")
+    else:
+        assert reader.colour_correction is None
 
 
 # --------------------------------------------------------------------------------- auto and spacing

@@ -1,8 +1,10 @@
-"""Synthetic slides for the tiling tests: an in-memory pyramid reader and a tiny TIFF writer."""
+"""Synthetic slides for the tiling tests (in-memory pyramid reader, tiny TIFF writer) and the hs2p fixture sets."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -85,3 +87,31 @@ def write_tiff_pyramid(path: Path, image: np.ndarray, *, mpp: float = 0.5, level
                 metadata=None,
             )
     return path
+
+
+_QC_ALL = {"filter_white": True, "filter_black": True, "filter_grayspace": True, "filter_blur": True}
+_R05_T256 = {"requested_spacing_um": 0.5, "requested_tile_size_px": 256, "tolerance": 0.07, "overlap": 0.25}
+
+# Parameter sets of tiling_hs2p_expected.json ("slide|set" keys), shared by tests/test_tiling_real.py and
+# scripts/regenerate_hs2p_fixtures.py so the fixture and its check cannot drift apart.
+HS2P_SETS: dict[str, dict[str, Any]] = {
+    "default": {"params": {"requested_spacing_um": 0.5, "requested_tile_size_px": 224}},
+    "r1-T256-tol07-ov25-otsu": {
+        "params": {"requested_spacing_um": 1.0, "requested_tile_size_px": 256, "tolerance": 0.07, "overlap": 0.25},
+        "seg_params": {"method": "otsu"},
+    },
+    "r1-T128-tol07-ov25-otsu": {
+        "params": {"requested_spacing_um": 1.0, "requested_tile_size_px": 128, "tolerance": 0.07, "overlap": 0.25},
+        "seg_params": {"method": "otsu"},
+    },
+    "r05-T256-tol07-ov25-qc": {"params": _R05_T256, "filter_params": _QC_ALL},
+    "r05-T256-tol07-ov25-at1-qc": {"params": _R05_T256, "filter_params": {**_QC_ALL, "a_t": 1}},
+}
+
+
+def tile_digest(x: np.ndarray, y: np.ndarray, tissue_fractions: np.ndarray) -> str:
+    """Digest of a tile set, sorted row-major (y, then x) so it does not depend on the tiler's output order."""
+    order = np.lexsort((x, y))
+    x, y, f = (np.asarray(a)[order] for a in (x, y, tissue_fractions))
+    data = x.astype(np.int64).tobytes() + y.astype(np.int64).tobytes() + f.astype(np.float32).tobytes()
+    return hashlib.sha256(data).hexdigest()[:16]

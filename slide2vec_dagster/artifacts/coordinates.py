@@ -44,13 +44,16 @@ class Coordinates:
 
 
 def write_coordinates(npz_path: Path, meta_path: Path, coordinates: Coordinates, meta: dict[str, Any]) -> None:
-    """Payload first, sidecar last, each atomically, so a sidecar never describes a missing payload."""
+    """Old sidecar withdrawn, payload written, sidecar last, each atomically: a sidecar never describes a
+    missing, partial or different payload, even if the process dies between the writes."""
     missing = [section for section in META_SECTIONS if not isinstance(meta.get(section), dict)]
     if missing:
         raise ValueError(f"coordinates sidecar for {npz_path.name} lacks section(s) {missing}")
     arrays = coordinates.arrays()
     if meta["tiling"].get("n_tiles") != len(arrays["x"]):
         raise ValueError(f"sidecar n_tiles {meta['tiling'].get('n_tiles')} != {len(arrays['x'])} tiles")
+    # The old sidecar goes first: between the two replaces it would describe the new payload.
+    atomic.remove(meta_path)
     atomic.write_buffer(npz_path, lambda buffer: np.savez(buffer, **arrays))
     atomic.write_json(meta_path, meta)
 

@@ -15,6 +15,31 @@ from slide2vec_dagster.artifacts import atomic
 FEATURE_DTYPES = {torch.float16: "fp16", torch.float32: "fp32"}
 
 
+class EmbeddingCheckError(ValueError):
+    """Features that must not be written: wrong shape, NaN/Inf, or a dtype the contract does not allow."""
+
+
+def check_features(
+    features: torch.Tensor, expected_shape: tuple[int, ...], where: str, precision: str | None = None
+) -> None:
+    """Refuse features before they are written (the checks on the files repeat this after writing)."""
+    if tuple(features.shape) != expected_shape:
+        raise EmbeddingCheckError(
+            f"{where}: the encoder returned features of shape {tuple(features.shape)}, expected {expected_shape}"
+        )
+    feature_dtype_name(features.dtype)
+    if features.numel():
+        bad = ~torch.isfinite(features.float())
+        if bool(bad.any()):
+            rows = int(bad.reshape(features.shape[0], -1).any(dim=1).sum())
+            hint = (
+                "; fp16 overflows easily: set speed.precision to bf16 or fp32"
+                if precision == "fp16" or features.dtype == torch.float16
+                else "; check the encoder's weights"
+            )
+            raise EmbeddingCheckError(f"{where}: {rows} row(s) of features contain NaN or Inf{hint}")
+
+
 def feature_dtype_name(dtype: torch.dtype) -> str:
     if dtype not in FEATURE_DTYPES:
         raise ValueError(f"features must be stored as fp16 or fp32, got {dtype}")
@@ -22,10 +47,14 @@ def feature_dtype_name(dtype: torch.dtype) -> str:
 
 
 def write_embedding(payload_path: Path, meta_path: Path, features: torch.Tensor, meta: dict[str, Any]) -> None:
-    """Payload first, sidecar last. A payload of the other format (a changed ``output_format``) is removed
-    before the sidecar lands, so a directory never holds two payloads for one sidecar."""
+    """Old sidecar withdrawn, payload written, sidecar last. A payload of the other format (a changed
+    ``output_format``) is removed before the sidecar lands, so a directory never holds two payloads for
+    one sidecar, and a sidecar never describes a payload other than the one beside it."""
     features = features.detach().to("cpu").contiguous()
     feature_dtype_name(features.dtype)
+    if payload_path.suffix not in (".pt", ".npz"):
+        raise ValueError(f"unknown payload format {payload_path.suffix!r}; use .pt or .npz")
+    atomic.remove(meta_path)
     if payload_path.suffix == ".pt":
         atomic.write_buffer(payload_path, lambda buffer: torch.save(features, buffer))
     elif payload_path.suffix == ".npz":
@@ -33,10 +62,7 @@ def write_embedding(payload_path: Path, meta_path: Path, features: torch.Tensor,
         if meta.get("artifact_type") in ("tile_embeddings", "hierarchical_embeddings"):
             arrays["tile_index"] = np.arange(features.shape[0], dtype=np.int64)
         atomic.write_buffer(payload_path, lambda buffer: np.savez_compressed(buffer, **arrays))
-    else:
-        raise ValueError(f"unknown payload format {payload_path.suffix!r}; use .pt or .npz")
-    other = payload_path.with_suffix(".npz" if payload_path.suffix == ".pt" else ".pt")
-    other.unlink(missing_ok=True)
+    atomic.remove(payload_path.with_suffix(".npz" if payload_path.suffix == ".pt" else ".pt"))
     atomic.write_json(meta_path, meta)
 
 

@@ -18,12 +18,14 @@ from dagster import (
     asset,
 )
 
-from slide2vec_dagster.artifacts.embeddings import EMBEDDING_CHECKS, verify_embedding
+from slide2vec_dagster.artifacts.embeddings import EMBEDDING_CHECKS, EmbeddingCheckError, verify_embedding
+from slide2vec_dagster.artifacts.process_list import TILING_COLUMNS
+from slide2vec_dagster.artifacts.slide_state import embedding_files
 from slide2vec_dagster.config import PlatformConfig
 from slide2vec_dagster.defs.asset_keys import embedding_asset_key
 from slide2vec_dagster.defs.partitions import sample_partitions
 from slide2vec_dagster.defs.resources import PlatformResource
-from slide2vec_dagster.defs.slide_runs import slide_failure, the_slide_of
+from slide2vec_dagster.defs.slide_runs import fail_slide, slide_step
 from slide2vec_dagster.defs.tiling_assets import IO_MANAGER_KEY
 from slide2vec_dagster.encoders import get_spec
 from slide2vec_dagster.slide_embedding import embed_sample
@@ -68,24 +70,21 @@ def build_embedding_asset(pipeline: str, config: PlatformConfig) -> AssetsDefini
     def embeddings(
         context: AssetExecutionContext, platform: PlatformResource, coordinates: Any
     ) -> Iterator[Output[Any] | AssetCheckResult]:
-        sample_id = the_slide_of(context)
-        layout = platform.layout(pipeline)
-        current = platform.config().pipelines[pipeline]
-        entry = None
-        try:
-            entry = platform.slide(sample_id)
+        # A failure here keeps the row's tiling columns: they describe this run's (or a reused) tiling.
+        with slide_step(context, platform, pipeline, "embedding", keep=TILING_COLUMNS) as step:
+            assert step.entry is not None
             outcome = embed_sample(
-                entry,
-                current,
-                layout,
+                step.entry,
+                platform.config().pipelines[pipeline],
+                step.layout,
                 coordinates,
                 run_id=context.run_id,
                 progress=lambda s: context.log.info(
-                    f"{sample_id}: {s.tiles} tiles embedded, {s.tiles_per_second:.1f} tiles/s"
+                    f"{step.sample_id}: {s.tiles} tiles embedded, {s.tiles_per_second:.1f} tiles/s"
                 ),
             )
-        except Exception as exc:
-            raise slide_failure(platform, pipeline, sample_id, "embedding", exc, entry, context.run_id) from exc
+        sample_id, layout = step.sample_id, step.layout
+        current = platform.config().pipelines[pipeline]
         stats = outcome.stats
         context.log.info(
             f"{sample_id}: {outcome.status}, {stats.tiles} tiles in {stats.seconds:.1f} s "
@@ -106,14 +105,25 @@ def build_embedding_asset(pipeline: str, config: PlatformConfig) -> AssetsDefini
         )
         # The IO manager has written the files by now: check them as a user would load them.
         payload = layout.embedding_payload(key.path[-1], sample_id, current.output_format)
+        meta_path = layout.embedding_meta(key.path[-1], sample_id)
         n_rows = len(coordinates[0]["x"])
-        for result in verify_embedding(
-            payload,
-            layout.embedding_meta(key.path[-1], sample_id),
-            n_rows,
-            feature_dim,
-            multiple * multiple if multiple else None,
-        ):
+        try:
+            results = verify_embedding(
+                payload, meta_path, n_rows, feature_dim, multiple * multiple if multiple else None
+            )
+        except Exception as exc:  # the files just written do not load: the slide has no valid output
+            raise fail_slide(
+                platform,
+                pipeline,
+                sample_id,
+                "checks",
+                exc,
+                image_path=outcome.meta.get("image_path"),
+                run_id=context.run_id,
+                keep=TILING_COLUMNS,
+                withdraw_files=embedding_files(layout, key.path[-1], sample_id),
+            ) from exc
+        for result in results:
             yield AssetCheckResult(
                 asset_key=key,
                 check_name=result.name,
@@ -121,6 +131,19 @@ def build_embedding_asset(pipeline: str, config: PlatformConfig) -> AssetsDefini
                 severity=AssetCheckSeverity.ERROR,
                 description=result.description,
                 metadata={"payload": MetadataValue.path(str(payload))},
+            )
+        failed = [f"{r.name} ({r.description})" for r in results if not r.passed]
+        if failed:
+            raise fail_slide(
+                platform,
+                pipeline,
+                sample_id,
+                "checks",
+                EmbeddingCheckError(f"{payload} fails {', '.join(failed)}; the files were withdrawn"),
+                image_path=outcome.meta.get("image_path"),
+                run_id=context.run_id,
+                keep=TILING_COLUMNS,
+                withdraw_files=embedding_files(layout, key.path[-1], sample_id),
             )
 
     return embeddings

@@ -17,7 +17,15 @@ from slide2vec_dagster.artifacts.config_file import write_config_yaml
 from slide2vec_dagster.artifacts.coordinates import read_coordinates, write_coordinates
 from slide2vec_dagster.artifacts.embeddings import write_embedding
 from slide2vec_dagster.artifacts.previews import thumbnail_markdown, write_png
+from slide2vec_dagster.artifacts.process_list import TILING_COLUMNS
+from slide2vec_dagster.artifacts.slide_state import (
+    downstream_of_tiling,
+    embedding_files,
+    rows_from_artifacts,
+    tiling_files,
+)
 from slide2vec_dagster.defs.resources import PlatformResource
+from slide2vec_dagster.defs.slide_runs import fail_slide
 from slide2vec_dagster.layout import EMBEDDING_KINDS, PREVIEW_ARTIFACTS, OutputLayout
 from slide2vec_dagster.slide_embedding import EmbeddingOutcome
 from slide2vec_dagster.slide_tiling import TilingOutcome
@@ -58,15 +66,48 @@ class Slide2vecIOManager(ConfigurableIOManager):
         pipeline, artifact, layout = self._where(context)
         metadata: dict[str, Any] = {}
         for sample_id, value in _partition_values(context, obj).items():
-            if artifact == "coordinates":
-                metadata = self._write_coordinates(context, pipeline, layout, value)
-            elif artifact in PREVIEW_ARTIFACTS:
-                metadata = self._write_preview(layout, artifact, sample_id, value)
-            elif artifact in EMBEDDING_KINDS:
-                metadata = self._write_embedding(context, pipeline, layout, value)
-            else:
-                raise ValueError(f"no writer for artifact {artifact!r} (asset {context.asset_key.to_user_string()})")
+            try:
+                if artifact == "coordinates":
+                    metadata = self._write_coordinates(context, pipeline, layout, value)
+                elif artifact in PREVIEW_ARTIFACTS:
+                    metadata = self._write_preview(layout, artifact, sample_id, value)
+                elif artifact in EMBEDDING_KINDS:
+                    metadata = self._write_embedding(context, pipeline, layout, value)
+                else:
+                    raise ValueError(
+                        f"no writer for artifact {artifact!r} (asset {context.asset_key.to_user_string()})"
+                    )
+            except Exception as exc:
+                # The step's files may now be half replaced: withdraw them (and, for the tiling, what was
+                # computed from the old coordinates) so the failed row is the whole truth.
+                tiling = artifact not in EMBEDDING_KINDS
+                withdraw = (
+                    tiling_files(layout, sample_id) + downstream_of_tiling(layout, sample_id)
+                    if tiling
+                    else embedding_files(layout, artifact, sample_id)
+                )
+                meta = getattr(value, "meta", None) or {}  # previews are bare arrays
+                image_path = meta.get("image_path") or meta.get("provenance", {}).get("image_path")
+                raise fail_slide(
+                    self._platform(),
+                    pipeline,
+                    sample_id,
+                    f"writing {artifact}",
+                    exc,
+                    image_path=image_path,
+                    run_id=context.run_id,
+                    keep=() if tiling else TILING_COLUMNS,
+                    withdraw_files=withdraw,
+                ) from exc
         context.add_output_metadata(metadata)
+
+    def _update_row(self, context: OutputContext, layout: OutputLayout, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        problems = process_list.update(
+            layout.process_list, *args, recover=lambda: rows_from_artifacts(layout), **kwargs
+        )
+        for problem in problems:
+            context.log.warning(problem)
+        return {"process_list_repaired": "; ".join(problems)} if problems else {}
 
     def _write_coordinates(
         self, context: OutputContext, pipeline: str, layout: OutputLayout, outcome: TilingOutcome
@@ -77,10 +118,13 @@ class Slide2vecIOManager(ConfigurableIOManager):
         if outcome.status == "done":
             write_coordinates(npz, meta, outcome.coordinates, outcome.meta)
         mask_png, tiling_png = layout.mask_preview(sample_id), layout.tiling_preview(sample_id)
-        process_list.update(
-            layout.process_list,
+        repaired = self._update_row(
+            context,
+            layout,
             sample_id,
             outcome.status,
+            # A fresh tiling makes the row's embedding columns (an older run's) stale; a skip keeps them.
+            keep=() if outcome.status == "done" else None,
             num_tiles=outcome.n_tiles,
             image_path=outcome.meta["provenance"]["image_path"],
             coordinates_npz_path=npz,
@@ -92,6 +136,7 @@ class Slide2vecIOManager(ConfigurableIOManager):
             "coordinates_npz": MetadataValue.path(str(npz)),
             "coordinates_meta": MetadataValue.path(str(meta)),
             "process_list": MetadataValue.path(str(layout.process_list)),
+            **repaired,
         }
 
     def _write_embedding(
@@ -104,15 +149,16 @@ class Slide2vecIOManager(ConfigurableIOManager):
         if outcome.status == "done":
             assert outcome.features is not None
             write_embedding(payload, meta, outcome.features, outcome.meta)
-        process_list.update(
-            layout.process_list,
+        repaired = self._update_row(
+            context,
+            layout,
             outcome.sample_id,
             outcome.status,
             encoder_name=outcome.meta["encoder_name"],
             feature_path=payload,
             run_id=context.run_id,
         )
-        return {"payload": MetadataValue.path(str(payload)), "meta": MetadataValue.path(str(meta))}
+        return {"payload": MetadataValue.path(str(payload)), "meta": MetadataValue.path(str(meta)), **repaired}
 
     def _write_preview(
         self, layout: OutputLayout, artifact: str, sample_id: str, rgb: np.ndarray | None

@@ -9,7 +9,7 @@ from dagster import ConfigurableResource
 
 from slide2vec_dagster.config import PlatformConfig, load_config
 from slide2vec_dagster.layout import OutputLayout
-from slide2vec_dagster.manifest import SlideEntry, read_manifests
+from slide2vec_dagster.manifest import ManifestReport, SlideEntry, find_slide, inspect_manifest, read_manifests
 
 
 class SampleNotInManifestError(LookupError):
@@ -24,6 +24,11 @@ def _cached_config(path: str, mtime_ns: int) -> PlatformConfig:
 @lru_cache(maxsize=8)
 def _cached_slides(paths: tuple[str, ...], stamps: tuple[tuple[int, int], ...]) -> dict[str, SlideEntry]:
     return read_manifests([Path(p) for p in paths])
+
+
+@lru_cache(maxsize=8)
+def _cached_reports(paths: tuple[str, ...], stamps: tuple[tuple[int, int], ...]) -> tuple[ManifestReport, ...]:
+    return tuple(inspect_manifest(Path(p)) for p in paths)
 
 
 def manifest_stamps(paths: list[Path]) -> tuple[tuple[int, int], ...]:
@@ -52,14 +57,18 @@ class PlatformResource(ConfigurableResource):
         return _cached_slides(tuple(str(p) for p in manifests), manifest_stamps(manifests))
 
     def slide(self, sample_id: str) -> SlideEntry:
-        slides = self.slides()
-        if sample_id not in slides:
+        """The slide's own row, checked. Other rows' problems (a typo appended during a backfill) and
+        file-level problems that do not involve this slide are the registration's business, not its."""
+        manifests = self.config().manifests
+        reports = _cached_reports(tuple(str(p) for p in manifests), manifest_stamps(manifests))
+        entry = find_slide(reports, sample_id)
+        if entry is None:
             raise SampleNotInManifestError(
                 f"sample_id {sample_id!r} is registered in Dagster but no longer in any manifest "
-                f"({', '.join(str(p) for p in self.config().manifests)}); add its row back to process it "
+                f"({', '.join(str(p) for p in manifests)}); add its row back to process it "
                 "(removing a row never deletes outputs)"
             )
-        return slides[sample_id]
+        return entry
 
     def layout(self, pipeline: str) -> OutputLayout:
         return OutputLayout(self.config().output_dir(pipeline))

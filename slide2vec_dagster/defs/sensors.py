@@ -18,6 +18,7 @@ from slide2vec_dagster.config import PlatformConfig
 from slide2vec_dagster.defs.asset_keys import pipeline_asset_keys
 from slide2vec_dagster.defs.partitions import patient_partitions, sample_partitions, unregistered
 from slide2vec_dagster.defs.resources import manifest_stamps
+from slide2vec_dagster.defs.slide_runs import mark_orphaned_runs
 from slide2vec_dagster.manifest import read_manifests
 
 
@@ -34,6 +35,9 @@ def build_cohort_sensor(config: PlatformConfig) -> SensorDefinition:
         "requests the tiling of every new slide for every pipeline.",
     )
     def cohort_sensor(context: SensorEvaluationContext) -> SensorResult | SkipReason:
+        orphans = mark_orphaned_runs(context.instance)
+        if orphans:
+            context.log.warning(f"marked {len(orphans)} run(s) failed whose process had died: {orphans}")
         current = zip(config.manifests, manifest_stamps(config.manifests), strict=True)
         stamps = json.dumps([[str(path), *stamp] for path, stamp in current])
         if context.cursor == stamps:

@@ -1,12 +1,27 @@
-"""What every per-slide asset step does around its work: insist on one slide per run, and turn an
-error into a failed partition with a ``failed`` row in process_list.csv."""
+"""What every per-slide asset step and the IO manager do around their work: insist on one slide per run,
+clean the slide's debris before writing, and turn ANY error (reader, tiling, embedding, IO manager,
+process list, checks) into a failed partition with a ``failed`` row in process_list.csv."""
 
-from dagster import AssetExecutionContext, Failure, MetadataValue
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from dagster import AssetExecutionContext, DagsterInstance, DagsterRunStatus, Failure, MetadataValue, RunsFilter
 
 from slide2vec_dagster.artifacts import process_list
 from slide2vec_dagster.artifacts.config_file import write_config_yaml
+from slide2vec_dagster.artifacts.slide_state import begin_slide, record_failure
 from slide2vec_dagster.defs.resources import PlatformResource
+from slide2vec_dagster.layout import OutputLayout
 from slide2vec_dagster.manifest import SlideEntry
+
+PID_TAG = "slide2vec/pid"
+HOST_TAG = "slide2vec/host"
 
 
 def the_slide_of(context: AssetExecutionContext) -> str:
@@ -22,23 +37,119 @@ def the_slide_of(context: AssetExecutionContext) -> str:
     return keys[0]
 
 
-def slide_failure(
+def _with_context(error: str, sample_id: str, image_path: str | Path | None) -> str:
+    """Messages from deep inside a library may not say which slide they are about: add it."""
+    if sample_id in error or (image_path and str(image_path) in error):
+        return error
+    where = f"sample {sample_id!r}" + (f", slide {image_path}" if image_path else "")
+    return f"{error} ({where}; if the slide is intact, report this message with the run id)"
+
+
+def fail_slide(
     platform: PlatformResource,
     pipeline: str,
     sample_id: str,
     step: str,
-    exc: Exception,
-    entry: SlideEntry | None,
+    exc: BaseException,
+    *,
+    image_path: str | Path | None,
     run_id: str,
+    keep: tuple[str, ...] = (),
+    withdraw_files: Iterable[Path] = (),
+    allow_retries: bool = False,
 ) -> Failure:
-    """Record ``exc`` as the slide's ``failed`` row and return the Failure that fails its partition."""
-    layout = platform.layout(pipeline)
-    error = process_list.format_error(exc)
-    write_config_yaml(layout.config_yaml, platform.config().resolved_pipeline(pipeline))
-    process_list.update(
-        layout.process_list, sample_id, "failed", error, image_path=entry.image_path if entry else "", run_id=run_id
-    )
+    """Record ``exc`` as the slide's ``failed`` row (withdrawing ``withdraw_files``) and return the
+    Failure that fails its partition. Never raises: a broken process list is reported, not raised."""
+    error = _with_context(process_list.format_error(exc), sample_id, image_path)
+    notes: list[str] = []
+    process_list_path = ""
+    try:
+        layout = platform.layout(pipeline)
+        process_list_path = str(layout.process_list)
+        with contextlib.suppress(Exception):  # config.yaml is a convenience here, the row is what matters
+            write_config_yaml(layout.config_yaml, platform.config().resolved_pipeline(pipeline))
+        notes = record_failure(
+            layout, sample_id, error, run_id=run_id, image_path=image_path, keep=keep, withdraw_files=withdraw_files
+        )
+    except Exception as recording_error:  # e.g. the config itself became unreadable mid-run
+        notes.append(f"could not record the failure: {process_list.format_error(recording_error)}")
+    metadata: dict[str, object] = {"sample_id": sample_id, "step": step, "error": error}
+    if process_list_path:
+        metadata["process_list"] = MetadataValue.path(process_list_path)
+    if notes:
+        metadata["notes"] = "; ".join(notes)
     return Failure(
         description=f"sample {sample_id!r}: {step} failed: {error}",
-        metadata={"sample_id": sample_id, "error": error, "process_list": MetadataValue.path(str(layout.process_list))},
+        metadata=metadata,
+        allow_retries=allow_retries,
     )
+
+
+@dataclass
+class SlideStep:
+    sample_id: str
+    layout: OutputLayout
+    entry: SlideEntry | None = None
+
+
+def tag_worker(context: AssetExecutionContext) -> None:
+    """Record which process runs this slide, so a run whose process was killed can be found later."""
+    with contextlib.suppress(Exception):  # bookkeeping only: never fail a slide over it
+        context.instance.add_run_tags(context.run_id, {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()})
+
+
+@contextlib.contextmanager
+def slide_step(
+    context: AssetExecutionContext,
+    platform: PlatformResource,
+    pipeline: str,
+    step: str,
+    *,
+    keep: tuple[str, ...] = (),
+) -> Iterator[SlideStep]:
+    """Run one slide's step: clean its debris first, and make any error its partition's failure."""
+    sample_id = the_slide_of(context)
+    state: SlideStep | None = None
+    try:
+        tag_worker(context)
+        state = SlideStep(sample_id, platform.layout(pipeline))
+        begin_slide(state.layout, sample_id)
+        state.entry = platform.slide(sample_id)
+        yield state
+    except Failure:
+        raise
+    except Exception as exc:
+        image_path = state.entry.image_path if state and state.entry else None
+        raise fail_slide(
+            platform, pipeline, sample_id, step, exc, image_path=image_path, run_id=context.run_id, keep=keep
+        ) from exc
+
+
+def mark_orphaned_runs(instance: DagsterInstance) -> list[str]:
+    """Fail the STARTED runs of this host whose process is gone (a ``kill -9``, a crashed worker or a
+    stopped ``dagster dev``): otherwise they would show as running forever."""
+    host = socket.gethostname()
+    orphans = []
+    for run in instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.STARTED], tags={HOST_TAG: host})):
+        pid = run.tags.get(PID_TAG, "")
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        instance.report_engine_event(
+            f"the process {pid} on {host} that ran this slide is gone (killed or crashed); marking the run failed",
+            run,
+        )
+        instance.report_run_failed(run)
+        orphans.append(run.run_id)
+    return orphans
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -20,8 +20,8 @@ from slide2vec_dagster.config import PlatformConfig
 from slide2vec_dagster.defs.asset_keys import tiling_asset_keys
 from slide2vec_dagster.defs.partitions import sample_partitions
 from slide2vec_dagster.defs.resources import PlatformResource
-from slide2vec_dagster.defs.slide_runs import slide_failure, the_slide_of
-from slide2vec_dagster.slide_tiling import describe, tile_sample
+from slide2vec_dagster.defs.slide_runs import slide_step
+from slide2vec_dagster.slide_tiling import describe, tile_sample, warnings_of
 
 IO_MANAGER_KEY = "slide2vec_io"
 DESCRIPTIONS = {
@@ -56,17 +56,15 @@ def build_tiling_assets(pipeline: str, config: PlatformConfig) -> AssetsDefiniti
         op_tags={"slide2vec/pipeline": pipeline},
     )
     def tiling(context: AssetExecutionContext, platform: PlatformResource) -> Iterator[Output[Any]]:
-        sample_id = the_slide_of(context)
-        layout = platform.layout(pipeline)
-        entry = None
-        try:
-            entry = platform.slide(sample_id)
-            outcome = tile_sample(entry, platform.config().pipelines[pipeline], layout, run_id=context.run_id)
-        except Exception as exc:
-            raise slide_failure(platform, pipeline, sample_id, "tiling", exc, entry, context.run_id) from exc
+        with slide_step(context, platform, pipeline, "tiling") as step:
+            assert step.entry is not None
+            outcome = tile_sample(step.entry, platform.config().pipelines[pipeline], step.layout, run_id=context.run_id)
+        sample_id, layout, entry = step.sample_id, step.layout, step.entry
         context.log.info(
             f"{sample_id}: {outcome.status}, {outcome.n_tiles} tiles with the {describe(outcome)['backend']} reader"
         )
+        for warning in warnings_of(outcome):
+            context.log.warning(warning)
         selected = context.selected_output_names
         # Previews first: the coordinates writer then records their paths in process_list.csv.
         # A fresh render is written; a skipped slide's preview already on disk is re-announced (None).

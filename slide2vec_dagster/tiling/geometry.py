@@ -95,7 +95,7 @@ def choose_image_level(
         raise SpacingTooFineError(
             f"requested spacing {requested_spacing_um} um/px is finer than the slide's level 0 "
             f"({base_spacing_um} um/px) beyond tolerance {tolerance}, and tiles are never upsampled. "
-            f"Request a spacing >= {finest_ok:.4g} um/px, raise tiling.params.tolerance to at least "
+            f"Set tiling.params.requested_spacing_um >= {finest_ok:.4g}, raise tiling.params.tolerance to at least "
             f"{abs(base_spacing_um - requested_spacing_um) / requested_spacing_um:.4g}, or check the slide's "
             "spacing_at_level_0 in the manifest"
         )

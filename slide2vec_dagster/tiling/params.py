@@ -28,19 +28,21 @@ class UnsupportedConfigError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # NaN / Infinity pass ``gt=0`` style bounds in pydantic unless refused here.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class TilingParams(_Strict):
     """Tile geometry (slide2vec ``tiling.params``)."""
 
     # Filled from the model preset in slide2vec; the pipeline must set them before tiling.
-    requested_spacing_um: float | None = Field(default=None, gt=0)
-    requested_tile_size_px: int | None = Field(default=None, gt=0)
+    requested_spacing_um: float | None = Field(default=None, gt=0, le=100)
+    requested_tile_size_px: int | None = Field(default=None, ge=8, le=8192)
     tolerance: float = Field(default=0.05, ge=0, le=1)
-    overlap: float = Field(default=0.0, ge=0, lt=1)
-    requested_region_size_px: int | None = Field(default=None, gt=0)
-    region_tile_multiple: int | None = Field(default=None, ge=2)
+    # Above 0.9 the stride is a few pixels and a slide yields millions of near-identical tiles.
+    overlap: float = Field(default=0.0, ge=0, le=0.9)
+    requested_region_size_px: int | None = Field(default=None, ge=16, le=32768)
+    region_tile_multiple: int | None = Field(default=None, ge=2, le=64)
 
     @model_validator(mode="after")
     def _region_consistent(self) -> TilingParams:
@@ -78,11 +80,11 @@ class SegParams(_Strict):
     """Tissue segmentation (slide2vec ``tiling.seg_params``)."""
 
     method: SegMethod = "hsv"
-    downsample: int = Field(default=64, ge=1)
+    downsample: int = Field(default=64, ge=1, le=4096)
     sthresh: int = Field(default=8, ge=0, le=255)
     sthresh_up: int = Field(default=255, ge=0, le=255)
-    mthresh: int = Field(default=7, ge=1)
-    close: int = Field(default=4, ge=0)
+    mthresh: int = Field(default=7, ge=1, le=255)
+    close: int = Field(default=4, ge=0, le=255)
 
     @field_validator("mthresh")
     @classmethod
@@ -96,9 +98,9 @@ class FilterParams(_Strict):
     """Contour and tile filtering (slide2vec ``tiling.filter_params``)."""
 
     # None resolves to params.requested_tile_size_px (slide2vec's interpolation).
-    ref_tile_size: int | None = Field(default=None, gt=0)
-    a_t: int = Field(default=4, ge=0)
-    a_h: int = Field(default=2, ge=0)
+    ref_tile_size: int | None = Field(default=None, ge=8, le=8192)
+    a_t: int = Field(default=4, ge=0, le=1_000_000)
+    a_h: int = Field(default=2, ge=0, le=1_000_000)
     filter_white: bool = False
     filter_black: bool = False
     white_threshold: int = Field(default=220, ge=0, le=255)
@@ -108,8 +110,8 @@ class FilterParams(_Strict):
     grayspace_saturation_threshold: float = Field(default=0.05, ge=0, le=1)
     grayspace_fraction_threshold: float = Field(default=0.6, ge=0, le=1)
     filter_blur: bool = False
-    blur_threshold: float = Field(default=50.0, ge=0)
-    qc_spacing_um: float = Field(default=2.0, gt=0)
+    blur_threshold: float = Field(default=50.0, ge=0, le=1e6)
+    qc_spacing_um: float = Field(default=2.0, gt=0, le=100)
 
     @property
     def needs_pixel_qc(self) -> bool:
@@ -121,7 +123,7 @@ class PreviewParams(_Strict):
 
     save_mask_preview: bool = True
     save_tiling_preview: bool = True
-    downsample: int = Field(default=32, ge=1)
+    downsample: int = Field(default=32, ge=1, le=4096)
     tissue_contour_color: tuple[int, int, int] = (157, 219, 129)
     mask_overlay_alpha: float = Field(default=0.5, ge=0, le=1)
 

@@ -13,9 +13,12 @@ from typing import Any
 
 import numpy as np
 
+from slide2vec_dagster.wsi.modality import ModalityAssessment, assess_modality
+
 from .geometry import TileGeometry, closest_level_for_downsample, plan_tiles
 from .grid import Contours, find_contours, grid_tiles, min_contour_area
 from .params import TilingConfig
+from .preview import preview_image
 from .qc import qc_keep
 from .segmentation import mask_on_grid, read_level_image, segment_tissue
 
@@ -44,6 +47,7 @@ class TilingResult:
     tissue_mask_tissue_value: int | None = None
     n_candidates_before_qc: int = 0
     timings: dict[str, float] = field(default_factory=dict)
+    modality: ModalityAssessment | None = None  # brightfield / fluorescence evidence of the slide
 
     @property
     def n_tiles(self) -> int:
@@ -185,6 +189,7 @@ def tile_slide(
         timings["read_s"] = time.perf_counter() - t0
         tissue_mask = on_grid.tissue_mask
         method = "precomputed_mask"
+        modality = assess_modality(preview_image(reader, seg.downsample)[0])
         mask_path = str(Path(mask_reader.path).resolve()) if getattr(mask_reader, "path", None) else None
         mask_level, mask_spacing, tissue_value = (
             on_grid.mask_level,
@@ -196,6 +201,8 @@ def tile_slide(
         timings["read_s"] = time.perf_counter() - t0
         t1 = time.perf_counter()
         tissue_mask = segment_tissue(image, seg)
+        # The image is in memory already: checking the stain costs nothing here.
+        modality = assess_modality(image)
         del image
         timings["segment_s"] = time.perf_counter() - t1
         method = seg.method
@@ -260,6 +267,7 @@ def tile_slide(
         tissue_mask_tissue_value=tissue_value,
         n_candidates_before_qc=n_candidates,
         timings=timings,
+        modality=modality,
     )
 
 

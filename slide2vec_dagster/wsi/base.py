@@ -9,7 +9,13 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
+
+# read_level_resized reads levels up to this many pixels in one piece (48 MiB of RGB); larger ones in blocks.
+WHOLE_READ_MAX_PX = 1 << 24
+# Side, in level pixels, of the blocks a large level is read and reduced in.
+BLOCK_SIDE_PX = 4096
 
 
 class SlideOpenError(RuntimeError):
@@ -58,6 +64,9 @@ class SlideReader(ABC):
         self.base_spacing_um: float = float("nan")
         self.requested_backend: str = self.backend
         self.spacing_override: float | None = None
+        # Set by a reader that corrects the pixels the file or its decoder gets wrong, e.g.
+        # "ycbcr_to_rgb: ..." for DICOM JPEG frames labelled RGB that hold YCbCr; None when read as stored.
+        self.colour_correction: str | None = None
 
     @abstractmethod
     def read_region(self, x: int, y: int, level: int, width: int, height: int) -> np.ndarray: ...
@@ -88,6 +97,47 @@ class SlideReader(ABC):
     @property
     def level_dimensions(self) -> tuple[tuple[int, int], ...]:
         return self.info.level_dimensions
+
+
+def read_level_resized(
+    reader: SlideReader, level: int, size: tuple[int, int], *, max_read_px: int | None = None
+) -> np.ndarray:
+    """The whole of ``level`` resized to ``size`` = ``(width, height)``, RGB ``uint8``, in bounded memory.
+
+    Area interpolation when reducing (linear when the level is smaller than ``size``). A level larger than
+    ``max_read_px`` pixels (default ``WHOLE_READ_MAX_PX``; the level 0 of a single-level gigapixel slide)
+    is read in blocks of about ``BLOCK_SIDE_PX`` square, each reduced to its share of the output before the
+    next is read: memory is one block plus the output, never the whole level.
+    """
+    out_w, out_h = (int(v) for v in size)
+    if out_w < 1 or out_h < 1:
+        raise ValueError(f"output size must be at least 1 x 1 px, got {out_w} x {out_h}")
+    level_w, level_h = reader.info.level_dimensions[level]
+    downsample = float(reader.info.level_downsamples[level])
+    if level_w * level_h <= (WHOLE_READ_MAX_PX if max_read_px is None else max_read_px):
+        return _resized(reader.read_level(level), out_w, out_h)
+    fx, fy = level_w / out_w, level_h / out_h
+    # Output blocks whose level footprint is about BLOCK_SIDE_PX square; block edges land on whole level
+    # pixels, so an integer reduction factor gives exactly the pixels of one whole-level resize.
+    step_x, step_y = max(1, int(BLOCK_SIDE_PX / fx)), max(1, int(BLOCK_SIDE_PX / fy))
+    out = np.empty((out_h, out_w, 3), np.uint8)
+    for r0 in range(0, out_h, step_y):
+        r1 = min(out_h, r0 + step_y)
+        y0, y1 = round(r0 * fy), max(round(r0 * fy) + 1, round(r1 * fy))
+        for c0 in range(0, out_w, step_x):
+            c1 = min(out_w, c0 + step_x)
+            x0, x1 = round(c0 * fx), max(round(c0 * fx) + 1, round(c1 * fx))
+            block = reader.read_region(round(x0 * downsample), round(y0 * downsample), level, x1 - x0, y1 - y0)
+            out[r0:r1, c0:c1] = _resized(block, c1 - c0, r1 - r0)
+    return out
+
+
+def _resized(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    image = np.ascontiguousarray(image[:, :, :3])
+    if image.shape[:2] == (height, width):
+        return image
+    shrink = width <= image.shape[1] and height <= image.shape[0]
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
 def white_padded(region: np.ndarray, width: int, height: int) -> np.ndarray:

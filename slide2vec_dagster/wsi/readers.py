@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import re
+import struct
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
+import cv2
 import numpy as np
 
 from slide2vec_dagster.wsi.base import (
@@ -145,6 +150,238 @@ def _dicom_entry(path: Path) -> Path:
     return path
 
 
+# ------------------------------------------------------------------------------------ DICOM colours
+# Some converters (Bio-Formats among them) store YCbCr JPEG frames under PhotometricInterpretation RGB.
+# OpenSlide follows the label and hands the YCbCr samples out as RGB (white glass reads about
+# (239, 128, 129)), so segmentation and embeddings would see wrong colours without any error. The check
+# decodes one frame of each level file itself and compares it with what OpenSlide returns for that frame.
+
+YCBCR_TO_RGB = "ycbcr_to_rgb"
+_DICOM_JPEG_SYNTAXES = frozenset({"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51"})  # baseline, extended
+_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
+_TEXT_VRS = frozenset({b"AE", b"AS", b"CS", b"DA", b"DS", b"DT", b"IS", b"LO", b"PN", b"SH", b"TM", b"UI"})
+_INT_VRS = {b"US": "<H", b"SS": "<h", b"UL": "<I", b"SL": "<i"}
+_UNDEFINED_LENGTH = 0xFFFFFFFF
+_ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+_TRANSFER_SYNTAX = 0x00020010
+_IMAGE_TYPE, _SERIES_UID = 0x00080008, 0x0020000E
+_CONCATENATION_OFFSET, _DIMENSION_ORGANISATION = 0x00209228, 0x00209311
+_PHOTOMETRIC, _ROWS, _COLUMNS = 0x00280004, 0x00280010, 0x00280011
+_TOTAL_COLUMNS, _TOTAL_ROWS = 0x00480006, 0x00480007
+_PER_FRAME_GROUPS, _PLANE_POSITION, _COLUMN_POSITION, _ROW_POSITION = 0x52009230, 0x0048021A, 0x0048021E, 0x0048021F
+_PIXEL_DATA = 0x7FE00010
+# Frames whose two readings (as signalled vs raw samples) differ by less than this mean |diff| cannot tell
+# the encodings apart (mid-grey content, or a stream that really is RGB); the next frame is tried.
+_MIN_FRAME_CONTRAST = 10.0
+_MAX_FRAMES_TRIED = 16
+# OpenSlide's pixels "match" a reading within this mean |diff| (decoder rounding; resampling of a frame
+# whose level-0 origin is fractional).
+_FRAME_MATCH = 6.0
+
+
+def _item_header(handle: BinaryIO) -> tuple[int, int]:
+    head = handle.read(8)
+    if len(head) < 8:
+        return _SEQUENCE_END, 0
+    group, element, length = struct.unpack("<HHI", head)
+    return group << 16 | element, length
+
+
+def _dicom_elements(handle: BinaryIO, end: int | None, *, group_only: int | None = None) -> dict[int, object]:
+    """Explicit-VR little-endian elements until ``end``, an item delimiter, the pixel data, or (with
+    ``group_only``) the first element of another group.
+
+    Text and integer values are decoded, sequences become lists of element dicts, other values are
+    skipped; the pixel data is recorded as ``(offset, length)`` of its value.
+    """
+    elements: dict[int, object] = {}
+    while end is None or handle.tell() < end:
+        head = handle.read(8)
+        if len(head) < 8:
+            break
+        group, element = struct.unpack_from("<HH", head)
+        tag = group << 16 | element
+        if tag == _ITEM_END:
+            break
+        if group_only is not None and group != group_only:
+            handle.seek(-8, os.SEEK_CUR)
+            break
+        vr = head[4:6]
+        length = struct.unpack("<I", handle.read(4))[0] if vr in _LONG_VRS else struct.unpack_from("<H", head, 6)[0]
+        if tag == _PIXEL_DATA:
+            elements[tag] = (handle.tell(), length)
+            break
+        if vr == b"SQ":
+            elements[tag] = _dicom_sequence(handle, length)
+        elif length == _UNDEFINED_LENGTH:
+            raise ValueError(f"element ({group:04X},{element:04X}) {vr.decode(errors='replace')} has no length")
+        elif vr in _TEXT_VRS:
+            elements[tag] = handle.read(length).decode("latin-1").strip("\x00 ")
+        elif vr in _INT_VRS and length >= struct.calcsize(_INT_VRS[vr]):
+            elements[tag] = struct.unpack_from(_INT_VRS[vr], handle.read(length))[0]
+        else:
+            handle.seek(length, os.SEEK_CUR)
+    return elements
+
+
+def _dicom_sequence(handle: BinaryIO, length: int) -> list[dict[int, object]]:
+    end = None if length == _UNDEFINED_LENGTH else handle.tell() + length
+    items: list[dict[int, object]] = []
+    while end is None or handle.tell() < end:
+        tag, item_length = _item_header(handle)
+        if tag == _SEQUENCE_END:
+            break
+        if tag != _ITEM:
+            raise ValueError(f"expected a sequence item, found tag {tag:08X}")
+        items.append(_dicom_elements(handle, None if item_length == _UNDEFINED_LENGTH else handle.tell() + item_length))
+    return items
+
+
+def _dicom_jpeg_header(handle: BinaryIO) -> dict[int, object] | None:
+    """The elements of a DICOM file whose pixel data is baseline/extended JPEG, else ``None``."""
+    if handle.read(132)[128:] != b"DICM":
+        return None
+    meta = _dicom_elements(handle, None, group_only=0x0002)  # file meta information: always explicit VR LE
+    if meta.get(_TRANSFER_SYNTAX) not in _DICOM_JPEG_SYNTAXES:
+        return None
+    return _dicom_elements(handle, None)  # encapsulated syntaxes are explicit-VR little endian
+
+
+def _dicom_frames(handle: BinaryIO, offset: int) -> Iterator[bytes]:
+    """The JPEG bitstreams of an encapsulated pixel data element, one per frame (fragments joined)."""
+    handle.seek(offset)
+    tag, length = _item_header(handle)
+    if tag != _ITEM:
+        raise ValueError("encapsulated pixel data does not start with its offset table item")
+    handle.seek(length, os.SEEK_CUR)
+    frame = b""
+    while True:
+        tag, length = _item_header(handle)
+        if tag != _ITEM:
+            return
+        frame += handle.read(length)
+        if frame.rstrip(b"\x00").endswith(b"\xff\xd9"):  # a frame ends with the JPEG EOI marker
+            yield frame
+            frame = b""
+
+
+def _frame_origin(header: dict[int, object], index: int) -> tuple[int, int] | None:
+    """Level-pixel position of the ``index``-th frame of this file, ``None`` when the file does not say."""
+    columns, rows = int(header[_COLUMNS]), int(header[_ROWS])  # type: ignore[call-overload]
+    if header.get(_DIMENSION_ORGANISATION) == "TILED_FULL":
+        across = math.ceil(int(header[_TOTAL_COLUMNS]) / columns)  # type: ignore[call-overload]
+        down = math.ceil(int(header[_TOTAL_ROWS]) / rows)  # type: ignore[call-overload]
+        position = int(header.get(_CONCATENATION_OFFSET, 0)) + index  # type: ignore[call-overload]
+        return position % across * columns, position // across % down * rows
+    groups = header.get(_PER_FRAME_GROUPS)
+    try:
+        plane = groups[index][_PLANE_POSITION][0]  # type: ignore[index]
+        return int(plane[_COLUMN_POSITION]) - 1, int(plane[_ROW_POSITION]) - 1  # 1-based in the file
+    except (TypeError, IndexError, KeyError):
+        return None
+
+
+def _mean_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
+
+
+def _level_holds_ycbcr(
+    slide: object, level: int, downsample: float, header: dict[int, object], handle: BinaryIO, path: Path
+) -> bool:
+    """Whether OpenSlide returns this level's frames as raw samples although their JPEG stream signals YCbCr.
+
+    libjpeg's default reading follows the stream's own colour signalling (JFIF or Adobe marker, component
+    ids); the raw reading skips the colour transform. The first frame where the two differ decides, and
+    OpenSlide's pixels must match one of them. A stream that really holds RGB reads the same both ways.
+    """
+    import imagecodecs
+
+    total_w, total_h = int(header[_TOTAL_COLUMNS]), int(header[_TOTAL_ROWS])  # type: ignore[call-overload]
+    offset, _ = header[_PIXEL_DATA]  # type: ignore[misc]
+    frames = itertools.islice(_dicom_frames(handle, int(offset)), _MAX_FRAMES_TRIED)
+    for index, frame in enumerate(frames):
+        origin = _frame_origin(header, index)
+        if origin is None:
+            raise ValueError(f"the position of frame {index} is not in the file")
+        x, y = origin
+        w, h = min(int(header[_COLUMNS]), total_w - x), min(int(header[_ROWS]), total_h - y)  # type: ignore[call-overload]
+        if w <= 0 or h <= 0:
+            continue
+        signalled = np.asarray(imagecodecs.jpeg8_decode(frame))[:h, :w, :3]
+        samples = np.asarray(imagecodecs.jpeg8_decode(frame, colorspace="RGB", outcolorspace="RGB"))[:h, :w, :3]
+        if signalled.shape != (h, w, 3) or _mean_abs_diff(signalled, samples) < _MIN_FRAME_CONTRAST:
+            continue
+        shown = np.asarray(slide.read_region((round(x * downsample), round(y * downsample)), level, (w, h)))  # type: ignore[attr-defined]
+        opaque = shown[:, :, 3] == 255
+        if opaque.mean() < 0.5:
+            continue
+        to_signalled = _mean_abs_diff(shown[:, :, :3][opaque], signalled[opaque])
+        to_samples = _mean_abs_diff(shown[:, :, :3][opaque], samples[opaque])
+        if to_signalled <= _FRAME_MATCH and to_signalled < to_samples:
+            return False
+        if to_samples <= _FRAME_MATCH and to_samples < to_signalled:
+            return True
+        raise SlideOpenError(
+            f"{path}: OpenSlide's pixels of frame {index} (level {level}) match neither the JPEG frame decoded as "
+            f"its stream signals (mean |diff| {to_signalled:.1f}) nor its raw samples ({to_samples:.1f}); the "
+            "colours of this DICOM slide cannot be trusted: re-export it (e.g. with PhotometricInterpretation "
+            "YBR_FULL_422 for YCbCr JPEG frames)"
+        )
+    return False  # no frame tells the readings apart: both give the same colours
+
+
+def dicom_ycbcr_levels(
+    slide: object, entry: Path, level_dimensions: tuple[tuple[int, int], ...], level_downsamples: tuple[float, ...]
+) -> tuple[int, ...]:
+    """Levels of an open OpenSlide DICOM series whose JPEG frames are labelled RGB but read back as YCbCr.
+
+    Every file of the series (same SeriesInstanceUID, in ``entry``'s folder, as OpenSlide finds them)
+    whose pixel data is JPEG labelled RGB is matched to its level by size; one file per level is checked.
+    """
+    series = slide.properties.get("dicom.SeriesInstanceUID")  # type: ignore[attr-defined]
+    checked: dict[int, bool] = {}
+    for path in sorted(p for p in entry.parent.iterdir() if p.is_file()):
+        try:
+            with path.open("rb") as handle:
+                header = _dicom_jpeg_header(handle)
+                if header is None or header.get(_PHOTOMETRIC) != "RGB" or _PIXEL_DATA not in header:
+                    continue
+                if series and header.get(_SERIES_UID) != series:
+                    continue
+                if "VOLUME" not in str(header.get(_IMAGE_TYPE, "")).split("\\"):
+                    continue  # label, overview and thumbnail images are no pyramid level
+                size = (int(header.get(_TOTAL_COLUMNS, -1)), int(header.get(_TOTAL_ROWS, -1)))  # type: ignore[call-overload]
+                if size not in level_dimensions or level_dimensions.index(size) in checked:
+                    continue
+                level = level_dimensions.index(size)
+                checked[level] = _level_holds_ycbcr(slide, level, level_downsamples[level], header, handle, path)
+        except SlideOpenError:
+            raise
+        except Exception as exc:
+            raise SlideOpenError(
+                f"could not check the colour encoding of DICOM file {path} ({type(exc).__name__}: {exc})"
+            ) from exc
+    return tuple(sorted(level for level, ycbcr in checked.items() if ycbcr))
+
+
+def _level_ranges(levels: tuple[int, ...]) -> str:
+    """``(0, 1, 2, 5)`` -> ``"0-2, 5"``."""
+    runs: list[list[int]] = []
+    for level in levels:
+        if runs and level == runs[-1][-1] + 1:
+            runs[-1].append(level)
+        else:
+            runs.append([level])
+    return ", ".join(str(r[0]) if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs)
+
+
+def ycbcr_to_rgb(image: np.ndarray) -> np.ndarray:
+    """Full-range (JFIF) YCbCr to RGB on the first three channels; a fourth (alpha) channel is kept."""
+    ycrcb = np.ascontiguousarray(image[:, :, (0, 2, 1)])
+    rgb = cv2.cvtColor(ycrcb, cv2.COLOR_YCrCb2RGB)
+    return np.dstack((rgb, image[:, :, 3])) if image.shape[2] == 4 else rgb
+
+
 class OpenSlideReader(SlideReader):
     """OpenSlide (openslide-bin): SVS, NDPI, DICOM, MRXS, generic TIFF, ..."""
 
@@ -158,8 +395,9 @@ class OpenSlideReader(SlideReader):
             raise SlideOpenError(
                 "openslide-python is not installed: `pip install openslide-python openslide-bin`"
             ) from exc
+        entry = _dicom_entry(self.path)
         try:
-            self._slide = openslide.OpenSlide(str(_dicom_entry(self.path)))
+            self._slide = openslide.OpenSlide(str(entry))
         except Exception as exc:
             raise SlideOpenError(f"OpenSlide could not open {self.path}: {exc}") from exc
         props = self._slide.properties
@@ -173,11 +411,27 @@ class OpenSlideReader(SlideReader):
             native_spacing_um=spacing,
         )
         self._lock = threading.Lock()
+        self._ycbcr_levels: frozenset[int] = frozenset()
+        if props.get("openslide.vendor") == "dicom":
+            try:
+                levels = dicom_ycbcr_levels(self._slide, entry, dims, self.info.level_downsamples)
+            except Exception:
+                self._slide.close()
+                raise
+            if levels:
+                self._ycbcr_levels = frozenset(levels)
+                self.colour_correction = (
+                    f"{YCBCR_TO_RGB}: DICOM JPEG frames labelled RGB hold YCbCr; converted to RGB on read "
+                    f"(levels {_level_ranges(levels)} of {len(dims)})"
+                )
 
     def read_region(self, x: int, y: int, level: int, width: int, height: int) -> np.ndarray:
+        image = np.asarray(self._slide.read_region((int(x), int(y)), level, (int(width), int(height))))
+        if level in self._ycbcr_levels:
+            # Before compositing: OpenSlide's transparent padding must still become white, not converted white.
+            image = ycbcr_to_rgb(image)
         # OpenSlide pads outside the slide with transparent pixels; to_rgb_uint8 composites on white.
-        image = self._slide.read_region((int(x), int(y)), level, (int(width), int(height)))
-        return to_rgb_uint8(np.asarray(image))
+        return to_rgb_uint8(image)
 
     def close(self) -> None:
         self._slide.close()
