@@ -82,6 +82,19 @@ def test_atomic_writes_leave_no_temporary_file(tmp_path: Path):
     assert (tmp_path / "x.bin").stat().st_mode & 0o777 == 0o644
 
 
+@pytest.mark.parametrize("name", ["s1.png", "s1.coordinates.npz", "s1.pt", "s1.meta.json", "process_list.csv"])
+def test_a_write_in_flight_never_looks_like_an_artifact(tmp_path: Path, name: str):
+    """What a kill -9 mid-write leaves must not end in an artifact extension, and must say whose it is."""
+    seen: list[str] = []
+    atomic.write_with(tmp_path / name, lambda handle: seen.extend(p.name for p in tmp_path.iterdir()))
+    (temporary,) = seen
+    assert temporary.startswith(f".{name}.") and temporary.endswith(".tmp")
+    assert f".{os.getpid()}." in temporary and not any(
+        temporary.endswith(ext) for ext in (".png", ".npz", ".pt", ".json")
+    )
+    assert not atomic.is_debris(tmp_path / temporary)  # this process is alive: a sweep leaves it alone
+
+
 class Boom(RuntimeError):
     pass
 
