@@ -20,7 +20,7 @@ from slide2vec_dagster.config import (
     load_config,
     output_location_problems,
 )
-from slide2vec_dagster.manifest import ManifestError, read_manifests
+from slide2vec_dagster.manifest import ManifestError, patients_of, read_manifests
 
 
 def ensure_dagster_home() -> Path:
@@ -110,29 +110,40 @@ def cmd_materialize(args: argparse.Namespace) -> int:
             print(f"marked {len(orphans)} run(s) failed whose process had died: {', '.join(o[:8] for o in orphans)}")
         new_samples, _ = register(instance, slides)
         print(f"DAGSTER_HOME={home}: {len(new_samples)} new sample partition(s) registered")
+        tags = {"slide2vec/trigger": "cli", PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
+
+        def run(job_name: str, partition: str, label: str, unit: str) -> bool:
+            started = time.perf_counter()
+            result = defs.resolve_job_def(job_name).execute_in_process(
+                partition_key=partition,
+                instance=instance,
+                raise_on_error=False,
+                # Who runs it, so a later command can fail it if this process is killed.
+                tags=tags,
+                run_config={"loggers": {"console": {"config": {"log_level": args.log_level}}}},
+            )
+            outcome = run_outcome(result)
+            if outcome.status == "failed":
+                detail = outcome.error
+            elif outcome.num_slides is not None:
+                detail = f"{outcome.num_slides} slide(s), {outcome.encoder}"
+            else:
+                detail = f"{outcome.num_tiles} {unit}" + (f", {outcome.encoder} features" if outcome.encoder else "")
+            timing = f"({time.perf_counter() - started:.1f} s, run {result.run_id[:8]})"
+            print(f"  {label}: {outcome.status:7s} {detail}  {timing}")
+            return outcome.status == "failed"
+
         for pipeline in pipelines:
-            job = defs.resolve_job_def(f"{pipeline}_job")
             unit = "regions" if config.pipelines[pipeline].is_hierarchical else "tiles"
             for sample_id in samples:
-                started = time.perf_counter()
-                result = job.execute_in_process(
-                    partition_key=sample_id,
-                    instance=instance,
-                    raise_on_error=False,
-                    # Who runs it, so a later command can fail it if this process is killed.
-                    tags={"slide2vec/trigger": "cli", PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()},
-                    run_config={"loggers": {"console": {"config": {"log_level": args.log_level}}}},
-                )
-                outcome = run_outcome(result)
-                if outcome.status == "failed":
-                    detail = outcome.error
-                else:
-                    detail = f"{outcome.num_tiles} {unit}" + (
-                        f", {outcome.encoder} features" if outcome.encoder else ""
-                    )
-                timing = f"({time.perf_counter() - started:.1f} s, run {result.run_id[:8]})"
-                print(f"  {pipeline}/{sample_id}: {outcome.status:7s} {detail}  {timing}")
-                failures += outcome.status == "failed"
+                failures += run(f"{pipeline}_job", sample_id, f"{pipeline}/{sample_id}", unit)
+        # Patients after every slide: a patient's run reads its slides' embeddings.
+        patients = patients_of({sid: slides[sid] for sid in samples})
+        for pipeline in pipelines:
+            if config.pipelines[pipeline].level != "patient":
+                continue
+            for patient_id in patients:
+                failures += run(f"{pipeline}_patients_job", patient_id, f"{pipeline}/patient {patient_id}", "")
     for pipeline in pipelines:
         print(f"outputs of {pipeline}: {config.output_dir(pipeline)}")
     if failures:

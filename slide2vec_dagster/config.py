@@ -21,7 +21,14 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from slide2vec_dagster.encoders import EncoderError, get_spec
+from slide2vec_dagster.encoders import EncoderError
+from slide2vec_dagster.encoders.levels import (
+    check_pairing,
+    check_patient_pairing,
+    check_remote_opt_in,
+    check_save_latents,
+    resolve_levels,
+)
 from slide2vec_dagster.tiling.params import TilingConfig, UnsupportedConfigError
 
 CONFIG_ENV_VAR = "SLIDE2VEC_DAGSTER_CONFIG"
@@ -35,16 +42,36 @@ class ConfigError(ValueError):
 
 
 class ModelConfig(BaseModel):
-    """slide2vec's ``model`` block: which encoder preset, its weights and the batch size."""
+    """slide2vec's ``model`` block: which encoder preset(s), their weights and the batch size.
+
+    ``name`` is a tile, slide or patient preset, as in slide2vec (``prism`` implies its tile encoder
+    ``virchow``; ``moozy`` implies ``moozy-slide`` and ``lunit``). ``tile_encoder`` / ``slide_encoder`` /
+    ``patient_encoder`` name the other levels explicitly, e.g. a weight-free ``mean-pool`` slide and
+    patient level on top of any tile encoder. After loading, all three are resolved and ``level`` says
+    which is the pipeline's top level.
+    """
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    name: str = Field(description="an encoder preset, e.g. uni, virchow2 or baseline-color-texture")
+    name: str = Field(description="an encoder preset: tile (uni, virchow2, ...), slide (prism, titan, ...) or patient")
     weights: Path | None = Field(
-        default=None, description="local folder (config.json + weights) or file; default: the preset's hub repo"
+        default=None,
+        description="tile encoder weights: local folder (config.json + weights) or file; default: the hub repo",
     )
-    variant: str | None = Field(default=None, description="output variant, e.g. cls or cls_patch_mean")
+    variant: str | None = Field(default=None, description="tile encoder output variant, e.g. cls or cls_patch_mean")
     batch_size: int = Field(default=32, ge=1, le=65536)
+    tile_encoder: str | None = Field(default=None, description="default: the slide/patient model's pairing")
+    slide_encoder: str | None = Field(default=None, description="slide-level model, e.g. mean-pool, prism")
+    patient_encoder: str | None = Field(default=None, description="patient-level model, e.g. mean-pool, moozy")
+    slide_weights: Path | None = Field(
+        default=None, description="slide / patient model weights (local folder or file); default: the hub repo"
+    )
+    revision: str | None = Field(default=None, description="pinned commit of a remote-code slide model")
+    trust_remote_code: bool = Field(default=False, description="allow a slide model's Hugging Face remote code")
+    save_tile_embeddings: bool | None = Field(default=None, description="slide2vec: true for tile models only")
+    save_slide_embeddings: bool | None = Field(default=None, description="slide2vec: false for patient models")
+    save_latents: bool = False
+    level: Literal["tile", "slide", "patient"] | None = Field(default=None, description="resolved, not set by hand")
 
 
 class SpeedConfig(BaseModel):
@@ -86,16 +113,55 @@ class PipelineConfig(BaseModel):
         return _hash(self.tiling.model_dump(mode="json"))
 
     def embedding_fingerprint(self) -> str:
-        """Hash of everything that decides the embeddings, on top of the tiling."""
+        """Hash of everything that decides the tile embeddings, on top of the tiling. Settings that do not
+        change the numbers (batch size, reader threads, device) are left out."""
+        model = self.model
         return _hash(
             {
                 "tiling": self.fingerprint(),
-                "model": self.model.model_dump(mode="json") if self.model else None,
+                "tile_encoder": model.tile_encoder or model.name if model else None,
+                "weights": str(model.weights) if model and model.weights else None,
+                "variant": model.variant if model else None,
                 "precision": self.speed.precision,
                 "output_dtype": self.speed.output_dtype,
                 "output_format": self.output_format,
             }
         )
+
+    def slide_fingerprint(self) -> str:
+        """Hash of what decides the slide embeddings (and latents), on top of the tile embeddings."""
+        model = self.model
+        assert model is not None
+        return _hash(
+            {
+                "tile": self.embedding_fingerprint(),
+                "slide_encoder": model.slide_encoder,
+                "slide_weights": str(model.slide_weights) if model.slide_weights else None,
+                "revision": model.revision,
+            }
+        )
+
+    def patient_fingerprint(self) -> str:
+        model = self.model
+        assert model is not None
+        return _hash({"slide": self.slide_fingerprint(), "patient_encoder": model.patient_encoder})
+
+    @property
+    def level(self) -> str | None:
+        """The pipeline's top level: tile, slide or patient (None without a model)."""
+        return self.model.level if self.model else None
+
+    @property
+    def writes_tile_embeddings(self) -> bool:
+        return bool(self.model and (self.model.level == "tile" or self.model.save_tile_embeddings))
+
+    @property
+    def writes_slide_embeddings(self) -> bool:
+        return bool(self.model and (self.model.level == "slide" or self.model.save_slide_embeddings))
+
+    @property
+    def writes_latents(self) -> bool:
+        return bool(self.model and self.model.save_latents)
 
     @property
     def is_hierarchical(self) -> bool:
@@ -112,24 +178,53 @@ class PipelineConfig(BaseModel):
         return None
 
     def resolve_model_defaults(self) -> None:
-        """Check the encoder preset and fill what it decides: unset tile size / spacing, precision.
-
-        slide2vec takes the tiling geometry from the model preset when the config leaves it out.
-        """
+        """Resolve the model levels and pairings, and fill what the presets decide: unset tile size /
+        spacing, precision, the save_* defaults. slide2vec takes the tiling geometry from the model when the
+        config leaves it out (a slide model: the tile encoder's tile size and the slide model's spacing)."""
         if self.model is None:
             return
-        spec = get_spec(self.model.name)
-        spec.variant(self.model.variant)
-        self.model.name = spec.name
+        model = self.model
+        resolved = resolve_levels(model)
+        tile, slide, patient = resolved.tile, resolved.slide, resolved.patient
+        model.level = resolved.level
+        model.name = resolved.name
+        model.tile_encoder = tile.name
+        model.slide_encoder = slide.name if slide else None
+        model.patient_encoder = patient.name if patient else None
+        model.variant = resolved.variant
+        tile_dim = tile.feature_dim(model.variant)
+        if slide is not None:
+            check_pairing(slide.name, tile.name, model.variant, tile_dim)
+        if patient is not None and slide is not None:
+            check_patient_pairing(patient.name, slide.name, slide.output_dim(tile_dim))
+        if model.save_latents:
+            if slide is None:
+                raise ValueError("model.save_latents needs a slide-level model; set it to false")
+            check_save_latents(slide.name)
+        if slide is not None and slide.trust_remote_code:
+            check_remote_opt_in(slide, model.trust_remote_code, model.revision)
+        if slide is not None and self.is_hierarchical:
+            raise ValueError(
+                "slide- and patient-level models take tile embeddings: remove tiling.params.region_tile_multiple "
+                "(hierarchical embeddings are a tile-level output)"
+            )
+        if model.save_tile_embeddings is None:
+            model.save_tile_embeddings = resolved.level == "tile"
+        if model.save_slide_embeddings is None:
+            model.save_slide_embeddings = resolved.level == "slide"
         params = self.tiling.params
+        if slide is not None and not slide.supports_tile_overlap and params.overlap > 0:
+            raise ValueError(
+                f"slide encoder {slide.name!r} needs non-overlapping tiles: set tiling.params.overlap to 0"
+            )
         if params.requested_spacing_um is None:
-            params.requested_spacing_um = spec.spacing_um
+            params.requested_spacing_um = (slide.spacing_um if slide and slide.spacing_um else None) or tile.spacing_um
         if params.requested_tile_size_px is None:
-            params.requested_tile_size_px = spec.tile_size_px
+            params.requested_tile_size_px = tile.tile_size_px
             if self.tiling.filter_params.ref_tile_size is None:
-                self.tiling.filter_params.ref_tile_size = spec.tile_size_px
+                self.tiling.filter_params.ref_tile_size = tile.tile_size_px
         if self.speed.precision is None:
-            self.speed.precision = spec.precision
+            self.speed.precision = tile.precision
 
 
 class ExecutionConfig(BaseModel):
@@ -206,6 +301,8 @@ def load_config(path: str | Path) -> PlatformConfig:
             pipeline.output_dir = absolute(pipeline.output_dir)
         if pipeline.model is not None and pipeline.model.weights is not None:
             pipeline.model.weights = absolute(pipeline.model.weights)
+        if pipeline.model is not None and pipeline.model.slide_weights is not None:
+            pipeline.model.slide_weights = absolute(pipeline.model.slide_weights)
         if pipeline.tiling.read_coordinates_from:
             raise ConfigError(
                 f"{path}: pipelines.{name}.tiling.read_coordinates_from is not supported yet; remove it "

@@ -11,7 +11,11 @@ from pathlib import Path
 from slide2vec_dagster.artifacts.atomic import TEMP_NAME_OVERHEAD
 
 UNSAFE_ID_CHARS = ("/", "\\", "\x00")
+# Tile-level kinds (one row per tile or region); slide and patient embeddings are one vector each.
 EMBEDDING_KINDS = ("tile_embeddings", "hierarchical_embeddings")
+SLIDE_KIND = "slide_embeddings"
+PATIENT_KIND = "patient_embeddings"
+SAMPLE_KINDS = (*EMBEDDING_KINDS, SLIDE_KIND)
 PREVIEW_ARTIFACTS = ("mask_preview", "tiling_preview")
 PAYLOAD_FORMATS = ("pt", "npz")
 # The longest name an id gets: "<id>.coordinates.meta.json", written through a temporary sibling.
@@ -46,8 +50,13 @@ def _checked(identifier: str) -> str:
 
 
 def _check_kind(kind: str) -> None:
-    if kind not in EMBEDDING_KINDS:
-        raise ValueError(f"unknown embedding kind {kind!r}; expected one of {EMBEDDING_KINDS}")
+    if kind not in (*SAMPLE_KINDS, PATIENT_KIND):
+        raise ValueError(f"unknown embedding kind {kind!r}; expected one of {(*SAMPLE_KINDS, PATIENT_KIND)}")
+
+
+def _check_format(output_format: str) -> None:
+    if output_format not in PAYLOAD_FORMATS:
+        raise ValueError(f"output_format must be pt or npz, got {output_format!r}")
 
 
 @dataclass(frozen=True)
@@ -88,11 +97,15 @@ class OutputLayout:
         return self.mask_preview(sample_id) if artifact == "mask_preview" else self.tiling_preview(sample_id)
 
     def embedding_payload(self, kind: str, sample_id: str, output_format: str) -> Path:
-        """``<kind>/<id>.pt|.npz`` for kind ``tile_embeddings`` or ``hierarchical_embeddings``."""
+        """``<kind>/<id>.pt|.npz`` for a tile, hierarchical, slide or patient (id = patient_id) kind."""
         _check_kind(kind)
-        if output_format not in ("pt", "npz"):
-            raise ValueError(f"output_format must be pt or npz, got {output_format!r}")
+        _check_format(output_format)
         return self.output_dir / kind / f"{_checked(sample_id)}.{output_format}"
+
+    def slide_latents(self, sample_id: str, output_format: str) -> Path:
+        """``slide_latents/<id>.pt|.npz``: no sidecar (the slide embedding's sidecar describes them)."""
+        _check_format(output_format)
+        return self.output_dir / "slide_latents" / f"{_checked(sample_id)}.{output_format}"
 
     def embedding_meta(self, kind: str, sample_id: str) -> Path:
         _check_kind(kind)
@@ -106,10 +119,15 @@ class OutputLayout:
             (self.mask_preview(sample_id), None),
             (self.tiling_preview(sample_id), None),
         ]
-        for kind in EMBEDDING_KINDS:
+        for kind in SAMPLE_KINDS:
             meta = self.embedding_meta(kind, sample_id)
             pairs += [(self.embedding_payload(kind, sample_id, fmt), meta) for fmt in PAYLOAD_FORMATS]
+        pairs += [(self.slide_latents(sample_id, fmt), None) for fmt in PAYLOAD_FORMATS]
         return pairs
+
+    def patient_artifacts(self, patient_id: str) -> list[tuple[Path, Path | None]]:
+        meta = self.embedding_meta(PATIENT_KIND, patient_id)
+        return [(self.embedding_payload(PATIENT_KIND, patient_id, fmt), meta) for fmt in PAYLOAD_FORMATS]
 
     def tiled_sample_ids(self) -> list[str]:
         """The ids that have a coordinates sidecar in tiles/ (for rebuilding a lost process list)."""

@@ -61,12 +61,17 @@ def cached_encoder(pipeline: PipelineConfig) -> TileEncoder:
     assert model is not None
     device = resolve_device(speed.device)
     weights = str(model.weights) if model.weights else None
-    key = (model.name, weights, model.variant, device, str(speed.precision))
+    name = tile_encoder_name(pipeline)
+    key = (name, weights, model.variant, device, str(speed.precision))
     if key not in _ENCODERS:
-        _ENCODERS[key] = load_encoder(
-            model.name, weights, device=device, precision=speed.precision, variant=model.variant
-        )
+        _ENCODERS[key] = load_encoder(name, weights, device=device, precision=speed.precision, variant=model.variant)
     return _ENCODERS[key]
+
+
+def tile_encoder_name(pipeline: PipelineConfig) -> str:
+    """The tile preset of the pipeline (``model.name`` may be a slide or patient model)."""
+    assert pipeline.model is not None
+    return pipeline.model.tile_encoder or pipeline.model.name
 
 
 def inputs_fingerprint(pipeline: PipelineConfig, coordinates_meta: dict[str, Any]) -> str:
@@ -130,7 +135,7 @@ def embed_sample(
     arrays, coords_meta = coordinates
     kind = embedding_kind(pipeline)
     fingerprint = inputs_fingerprint(pipeline, coords_meta)
-    spec = get_spec(pipeline.model.name)
+    spec = get_spec(tile_encoder_name(pipeline))
     feature_dim = spec.feature_dim(pipeline.model.variant)
     n_rows = len(arrays["x"])
     multiple = pipeline.region_tile_multiple
@@ -198,7 +203,8 @@ def embed_sample(
         "backend": coords_meta["provenance"]["backend"],
         "coordinates_meta_path": str(layout.coordinates_meta(entry.sample_id)),
         "coordinates_npz_path": str(layout.coordinates_npz(entry.sample_id)),
-        "encoder_level": "tile",
+        # The level of the model that wrote it: a slide model saving tile embeddings writes "slide".
+        "encoder_level": pipeline.model.level or "tile",
         "encoder_name": spec.name,
         "feature_dim": feature_dim,
         "format": pipeline.output_format,

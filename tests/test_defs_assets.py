@@ -11,7 +11,7 @@ from dagster import AssetKey, instance_for_test, materialize
 
 from slide2vec_dagster.config import load_config
 from slide2vec_dagster.defs.build import build_definitions
-from slide2vec_dagster.defs.partitions import register, sample_partitions
+from slide2vec_dagster.defs.partitions import patient_partitions, register, sample_partitions
 from slide2vec_dagster.manifest import read_manifests
 from tests.contract import check_output_dir
 from tests.dagster_helpers import BAD_ROWS, GOOD_ROWS, write_manifest, write_platform_config
@@ -45,17 +45,23 @@ def test_definitions_load_for_the_demo_config():
     graph = defs.resolve_asset_graph()
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
     per_pipeline = ("coordinates", "mask_preview", "tiling_preview")
-    assert keys == {f"demo/{name}" for name in (*per_pipeline, "tile_embeddings")} | {
-        f"demo_regions/{name}" for name in (*per_pipeline, "hierarchical_embeddings")
-    }
+    assert keys == (
+        {f"demo/{name}" for name in (*per_pipeline, "tile_embeddings")}
+        | {f"demo_regions/{name}" for name in (*per_pipeline, "hierarchical_embeddings")}
+        | {f"demo_patients/{name}" for name in (*per_pipeline, "tile_embeddings", "slide_embeddings")}
+        | {"demo_patients/patient_embeddings"}
+    )
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
-        assert node.partitions_def == sample_partitions
+        expected = patient_partitions if key.path[-1] == "patient_embeddings" else sample_partitions
+        assert node.partitions_def == expected
         assert node.group_name == key.path[0]
     # The embeddings read the coordinates of the same pipeline, partition by partition.
     assert graph.get(AssetKey(["demo", "tile_embeddings"])).parent_keys == {AssetKey(["demo", "coordinates"])}
     assert defs.resolve_job_def("demo_job") is not None and defs.resolve_job_def("demo_regions_job") is not None
     assert defs.resolve_sensor_def("cohort_sensor") is not None
+    assert defs.resolve_sensor_def("patient_sensor") is not None
+    assert defs.resolve_job_def("demo_patients_patients_job") is not None
 
 
 def test_previews_off_means_no_preview_assets(tmp_path: Path):

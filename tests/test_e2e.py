@@ -36,7 +36,18 @@ def test_cli_materialises_a_cohort_and_the_webserver_lists_it(tmp_path: Path):
         "p1": {
             "tiling": {"params": {"requested_spacing_um": 0.5, "requested_tile_size_px": 224}},
             "model": {"name": "baseline-color-texture"},
-        }
+        },
+        # Slide and patient levels on top (mean-pool baselines), every level kept.
+        "p2": {
+            "tiling": {"params": {"requested_spacing_um": 1.0, "requested_tile_size_px": 224}},
+            "model": {
+                "name": "baseline-color-texture",
+                "slide_encoder": "mean-pool",
+                "patient_encoder": "mean-pool",
+                "save_tile_embeddings": True,
+                "save_slide_embeddings": True,
+            },
+        },
     }
     config = write_platform_config(tmp_path, ["cohort.csv"], pipelines)
     env = _env(tmp_path, config)
@@ -50,6 +61,8 @@ def test_cli_materialises_a_cohort_and_the_webserver_lists_it(tmp_path: Path):
     assert run.returncode == 1, run.stdout + run.stderr
     assert "p1/001: done" in run.stdout and "p1/002: done" in run.stdout
     assert "p1/missing: failed" in run.stdout and "FileNotFoundError" in run.stdout
+    assert "p2/patient pa: done    2 slide(s)" in run.stdout
+    assert "p2/patient pb: failed" in run.stdout and "PatientWithoutSlidesError" in run.stdout
     assert (tmp_path / "dagster_home" / "dagster.yaml").exists()
     assert check_output_dir(tmp_path / "out" / "p1", require=("tile_embeddings",)) == []
 
@@ -76,13 +89,25 @@ def test_cli_materialises_a_cohort_and_the_webserver_lists_it(tmp_path: Path):
         data = _graphql(
             port,
             """{ assetNodes { assetKey { path } groupName isPartitioned
+                 partitionKeysByDimension { name partitionKeys }
                  partitionStats { numMaterialized numPartitions numFailed } } }""",
         )
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
     nodes = {"/".join(node["assetKey"]["path"]): node for node in data["assetNodes"]}
-    assert set(nodes) == {"p1/coordinates", "p1/mask_preview", "p1/tiling_preview", "p1/tile_embeddings"}
+    assert {k for k in nodes if k.startswith("p1/")} == {
+        "p1/coordinates",
+        "p1/mask_preview",
+        "p1/tiling_preview",
+        "p1/tile_embeddings",
+    }
+    # The patient asset's partitions page lists the patients; pb's only slide failed, so pb failed.
+    patients = nodes["p2/patient_embeddings"]
+    assert patients["partitionKeysByDimension"][0]["partitionKeys"] == ["pa", "pb"]
+    assert patients["partitionStats"] == {"numMaterialized": 1, "numPartitions": 2, "numFailed": 1}
+    assert nodes["p2/slide_embeddings"]["partitionStats"]["numMaterialized"] == 2
+    assert check_output_dir(tmp_path / "out" / "p2", require=("slide_embeddings", "patient_embeddings")) == []
     coordinates = nodes["p1/coordinates"]
     assert coordinates["isPartitioned"] and coordinates["groupName"] == "p1"
     assert coordinates["partitionStats"]["numPartitions"] == 3

@@ -66,6 +66,36 @@ def write_embedding(payload_path: Path, meta_path: Path, features: torch.Tensor,
     atomic.write_json(meta_path, meta)
 
 
+def write_latents(path: Path, latents: torch.Tensor) -> None:
+    """``slide_latents/<id>.pt|.npz`` (npz key ``latents``); written before the slide sidecar lands."""
+    latents = latents.detach().to("cpu").contiguous()
+    if path.suffix == ".pt":
+        atomic.write_buffer(path, lambda buffer: torch.save(latents, buffer))
+    elif path.suffix == ".npz":
+        atomic.write_buffer(path, lambda buffer: np.savez_compressed(buffer, latents=latents.numpy()))
+    else:
+        raise ValueError(f"unknown latents format {path.suffix!r}; use .pt or .npz")
+
+
+def write_slide_embedding(
+    payload_path: Path,
+    meta_path: Path,
+    embedding: torch.Tensor,
+    meta: dict[str, Any],
+    latents_path: Path,
+    latents: torch.Tensor | None,
+) -> None:
+    """A slide embedding with its latents: old sidecar withdrawn, payload, latents (or stale latents of an
+    earlier run removed), sidecar last, so the sidecar only ever describes a complete set."""
+    atomic.remove(meta_path)
+    if latents is not None:
+        write_latents(latents_path, latents)
+    else:
+        atomic.remove(latents_path)
+    atomic.remove(latents_path.with_suffix(".npz" if latents_path.suffix == ".pt" else ".pt"))
+    write_embedding(payload_path, meta_path, embedding, meta)
+
+
 def read_embedding(payload_path: Path) -> torch.Tensor:
     """Load a payload the way a user would (``torch.load`` / ``numpy.load``)."""
     if payload_path.suffix == ".pt":
@@ -117,6 +147,36 @@ def verify_embedding(
             "feature_dim_matches_registry",
             dim == expected_dim and meta.get("feature_dim") == expected_dim,
             f"payload dim {dim}, sidecar feature_dim {meta.get('feature_dim')}, registry {expected_dim}",
+        ),
+        CheckOutcome(
+            "dtype_matches_feature_dtype",
+            stored == meta.get("feature_dtype"),
+            f"payload dtype {stored}, sidecar feature_dtype {meta.get('feature_dtype')}",
+        ),
+    ]
+
+
+VECTOR_CHECKS = (
+    "shape_is_one_vector",
+    "all_finite",
+    "feature_dim_matches_registry",
+    "dtype_matches_feature_dtype",
+)
+
+
+def verify_vector(payload_path: Path, meta_path: Path, expected_dim: int) -> list[CheckOutcome]:
+    """Checks of a slide or patient payload as a user loads it: one outcome per name in VECTOR_CHECKS."""
+    vector = read_embedding(payload_path)
+    meta = read_meta(meta_path)
+    finite = bool(torch.isfinite(vector.float()).all()) if vector.numel() else False
+    stored = FEATURE_DTYPES.get(vector.dtype, str(vector.dtype))
+    return [
+        CheckOutcome("shape_is_one_vector", vector.ndim == 1, f"payload shape {tuple(vector.shape)}, expected (D,)"),
+        CheckOutcome("all_finite", finite, "every value finite" if finite else "NaN or Inf values (or empty)"),
+        CheckOutcome(
+            "feature_dim_matches_registry",
+            vector.ndim == 1 and vector.shape[0] == expected_dim and meta.get("feature_dim") == expected_dim,
+            f"payload {tuple(vector.shape)}, sidecar feature_dim {meta.get('feature_dim')}, registry {expected_dim}",
         ),
         CheckOutcome(
             "dtype_matches_feature_dtype",

@@ -42,6 +42,8 @@ COLUMNS = (
 )
 # What the tiling step writes: an embedding failure keeps these (they describe this run's tiling).
 TILING_COLUMNS = ("num_tiles", "image_path", "coordinates_npz_path", "mask_preview_path", "tiling_preview_path")
+# What the tile embedding step adds: a slide-level failure keeps these too.
+TILE_EMBEDDING_COLUMNS = (*TILING_COLUMNS, "encoder_name", "feature_path")
 STATUSES = ("done", "failed", "skipped")
 
 

@@ -19,7 +19,14 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from slide2vec_dagster.artifacts import atomic, process_list
-from slide2vec_dagster.layout import EMBEDDING_KINDS, PAYLOAD_FORMATS, OutputLayout
+from slide2vec_dagster.layout import (
+    EMBEDDING_KINDS,
+    PATIENT_KIND,
+    PAYLOAD_FORMATS,
+    SAMPLE_KINDS,
+    SLIDE_KIND,
+    OutputLayout,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +77,35 @@ def withdraw(paths: Iterable[Path]) -> list[Path]:
 
 def downstream_of_tiling(layout: OutputLayout, sample_id: str) -> list[Path]:
     """Everything computed from a slide's coordinates: it cannot outlive them."""
-    return [path for kind in EMBEDDING_KINDS for path in embedding_files(layout, kind, sample_id)]
+    return [path for kind in SAMPLE_KINDS for path in embedding_files(layout, kind, sample_id)] + latents_files(
+        layout, sample_id
+    )
+
+
+def latents_files(layout: OutputLayout, sample_id: str) -> list[Path]:
+    return [layout.slide_latents(sample_id, fmt) for fmt in PAYLOAD_FORMATS]
+
+
+def patient_files(layout: OutputLayout, patient_id: str) -> list[Path]:
+    return [path for pair in layout.patient_artifacts(patient_id) for path in pair if path is not None]
+
+
+def begin_patient(layout: OutputLayout, patient_id: str) -> list[Path]:
+    """Clean a patient's debris (killed writes, a payload without its sidecar) before its run writes."""
+    files = patient_files(layout, patient_id)
+    removed = atomic.sweep_debris_of(files)
+    sidecar = layout.embedding_meta(PATIENT_KIND, patient_id)
+    payloads = [path for path in files if path != sidecar and path.exists()]
+    if not sidecar.exists():
+        removed += atomic.remove(*payloads)
+    elif not payloads:
+        removed += atomic.remove(sidecar)
+    return removed
+
+
+def slide_level_files(layout: OutputLayout, sample_id: str) -> list[Path]:
+    """A slide embedding and its latents: withdrawn together."""
+    return embedding_files(layout, SLIDE_KIND, sample_id) + latents_files(layout, sample_id)
 
 
 def record_failure(

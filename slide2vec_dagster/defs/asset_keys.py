@@ -3,7 +3,10 @@
 from dagster import AssetKey
 
 from slide2vec_dagster.config import PlatformConfig
+from slide2vec_dagster.layout import PATIENT_KIND, SLIDE_KIND
 from slide2vec_dagster.slide_embedding import embedding_kind
+
+LATENTS = "slide_latents"
 
 
 def tiling_asset_keys(pipeline: str, config: PlatformConfig) -> list[AssetKey]:
@@ -16,12 +19,33 @@ def tiling_asset_keys(pipeline: str, config: PlatformConfig) -> list[AssetKey]:
 
 
 def embedding_asset_key(pipeline: str, config: PlatformConfig) -> AssetKey | None:
-    """``P/tile_embeddings`` or ``P/hierarchical_embeddings``; None for a pipeline without a model."""
+    """``P/tile_embeddings`` or ``P/hierarchical_embeddings`` when the pipeline writes them: always for tile
+    models, with ``save_tile_embeddings`` for slide and patient models (slide2vec's default: not)."""
     pipeline_config = config.pipelines[pipeline]
-    return AssetKey([pipeline, embedding_kind(pipeline_config)]) if pipeline_config.model else None
+    return AssetKey([pipeline, embedding_kind(pipeline_config)]) if pipeline_config.writes_tile_embeddings else None
+
+
+def slide_asset_keys(pipeline: str, config: PlatformConfig) -> list[AssetKey]:
+    """``P/slide_embeddings`` (+ ``P/slide_latents``) when the pipeline writes slide embeddings."""
+    pipeline_config = config.pipelines[pipeline]
+    if not pipeline_config.writes_slide_embeddings:
+        return []
+    keys = [AssetKey([pipeline, SLIDE_KIND])]
+    return keys + ([AssetKey([pipeline, LATENTS])] if pipeline_config.writes_latents else [])
+
+
+def patient_asset_key(pipeline: str, config: PlatformConfig) -> AssetKey | None:
+    return AssetKey([pipeline, PATIENT_KIND]) if config.pipelines[pipeline].level == "patient" else None
+
+
+def slide_level_upstream(pipeline: str, config: PlatformConfig) -> AssetKey:
+    """The per-slide asset a patient's embedding is computed from: the slide embeddings when kept, else the
+    tile embeddings when kept, else the coordinates (the patient run then computes the rest in memory)."""
+    slide = slide_asset_keys(pipeline, config)
+    return slide[0] if slide else embedding_asset_key(pipeline, config) or AssetKey([pipeline, "coordinates"])
 
 
 def pipeline_asset_keys(pipeline: str, config: PlatformConfig) -> list[AssetKey]:
-    """Every asset of one pipeline: what a new slide needs materialised."""
+    """Every sample_id-partitioned asset of one pipeline: what a new slide needs materialised."""
     embedding = embedding_asset_key(pipeline, config)
-    return tiling_asset_keys(pipeline, config) + ([embedding] if embedding else [])
+    return tiling_asset_keys(pipeline, config) + ([embedding] if embedding else []) + slide_asset_keys(pipeline, config)

@@ -28,7 +28,7 @@ from slide2vec_dagster.defs.resources import PlatformResource
 from slide2vec_dagster.defs.slide_runs import fail_slide, slide_step
 from slide2vec_dagster.defs.tiling_assets import IO_MANAGER_KEY
 from slide2vec_dagster.encoders import get_spec
-from slide2vec_dagster.slide_embedding import embed_sample
+from slide2vec_dagster.slide_embedding import embed_sample, tile_encoder_name
 
 CHECK_DESCRIPTIONS = {
     "rows_match_coordinates": "one payload row per row of the coordinates npz (regions x subtiles when hierarchical)",
@@ -42,7 +42,7 @@ def build_embedding_asset(pipeline: str, config: PlatformConfig) -> AssetsDefini
     pipeline_config = config.pipelines[pipeline]
     key = embedding_asset_key(pipeline, config)
     assert key is not None and pipeline_config.model is not None
-    spec = get_spec(pipeline_config.model.name)
+    spec = get_spec(tile_encoder_name(pipeline_config))
     feature_dim = spec.feature_dim(pipeline_config.model.variant)
     multiple = pipeline_config.region_tile_multiple
 

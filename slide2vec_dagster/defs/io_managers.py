@@ -9,25 +9,30 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from dagster import ConfigurableIOManager, InputContext, MetadataValue, OutputContext
+from dagster import ConfigurableIOManager, Failure, InputContext, MetadataValue, OutputContext
 from PIL import Image
 
 from slide2vec_dagster.artifacts import process_list
 from slide2vec_dagster.artifacts.config_file import write_config_yaml
 from slide2vec_dagster.artifacts.coordinates import read_coordinates, write_coordinates
-from slide2vec_dagster.artifacts.embeddings import write_embedding
+from slide2vec_dagster.artifacts.embeddings import read_embedding, read_meta, write_embedding, write_slide_embedding
 from slide2vec_dagster.artifacts.previews import thumbnail_markdown, write_png
-from slide2vec_dagster.artifacts.process_list import TILING_COLUMNS
+from slide2vec_dagster.artifacts.process_list import TILE_EMBEDDING_COLUMNS, TILING_COLUMNS, format_error
 from slide2vec_dagster.artifacts.slide_state import (
     downstream_of_tiling,
     embedding_files,
+    patient_files,
     rows_from_artifacts,
+    slide_level_files,
     tiling_files,
+    withdraw,
 )
+from slide2vec_dagster.defs.asset_keys import LATENTS
 from slide2vec_dagster.defs.resources import PlatformResource
 from slide2vec_dagster.defs.slide_runs import fail_slide
-from slide2vec_dagster.layout import EMBEDDING_KINDS, PREVIEW_ARTIFACTS, OutputLayout
+from slide2vec_dagster.layout import EMBEDDING_KINDS, PATIENT_KIND, PREVIEW_ARTIFACTS, SLIDE_KIND, OutputLayout
 from slide2vec_dagster.slide_embedding import EmbeddingOutcome
+from slide2vec_dagster.slide_level import PatientOutcome, SlideOutcome
 from slide2vec_dagster.slide_tiling import TilingOutcome
 
 
@@ -73,6 +78,12 @@ class Slide2vecIOManager(ConfigurableIOManager):
                     metadata = self._write_preview(layout, artifact, sample_id, value)
                 elif artifact in EMBEDDING_KINDS:
                     metadata = self._write_embedding(context, pipeline, layout, value)
+                elif artifact == SLIDE_KIND:
+                    metadata = self._write_slide(context, layout, value)
+                elif artifact == LATENTS:
+                    metadata = self._describe_latents(layout, value)
+                elif artifact == PATIENT_KIND:
+                    metadata = self._write_patient(layout, value)
                 else:
                     raise ValueError(
                         f"no writer for artifact {artifact!r} (asset {context.asset_key.to_user_string()})"
@@ -80,12 +91,16 @@ class Slide2vecIOManager(ConfigurableIOManager):
             except Exception as exc:
                 # The step's files may now be half replaced: withdraw them (and, for the tiling, what was
                 # computed from the old coordinates) so the failed row is the whole truth.
-                tiling = artifact not in EMBEDDING_KINDS
-                withdraw = (
-                    tiling_files(layout, sample_id) + downstream_of_tiling(layout, sample_id)
-                    if tiling
-                    else embedding_files(layout, artifact, sample_id)
-                )
+                if artifact == PATIENT_KIND:  # patients have no process_list row: the run's failure says it
+                    withdraw(patient_files(layout, sample_id))
+                    raise Failure(description=f"patient {sample_id!r}: writing failed: {format_error(exc)}") from exc
+                tiling = artifact not in (*EMBEDDING_KINDS, SLIDE_KIND, LATENTS)
+                if tiling:
+                    withdraw_files = tiling_files(layout, sample_id) + downstream_of_tiling(layout, sample_id)
+                elif artifact in (SLIDE_KIND, LATENTS):
+                    withdraw_files = slide_level_files(layout, sample_id)
+                else:
+                    withdraw_files = embedding_files(layout, artifact, sample_id) + slide_level_files(layout, sample_id)
                 meta = getattr(value, "meta", None) or {}  # previews are bare arrays
                 image_path = meta.get("image_path") or meta.get("provenance", {}).get("image_path")
                 raise fail_slide(
@@ -96,8 +111,12 @@ class Slide2vecIOManager(ConfigurableIOManager):
                     exc,
                     image_path=image_path,
                     run_id=context.run_id,
-                    keep=() if tiling else TILING_COLUMNS,
-                    withdraw_files=withdraw,
+                    keep=()
+                    if tiling
+                    else TILE_EMBEDDING_COLUMNS
+                    if artifact in (SLIDE_KIND, LATENTS)
+                    else TILING_COLUMNS,
+                    withdraw_files=withdraw_files,
                 ) from exc
         context.add_output_metadata(metadata)
 
@@ -160,6 +179,39 @@ class Slide2vecIOManager(ConfigurableIOManager):
         )
         return {"payload": MetadataValue.path(str(payload)), "meta": MetadataValue.path(str(meta)), **repaired}
 
+    def _write_slide(self, context: OutputContext, layout: OutputLayout, outcome: SlideOutcome) -> dict[str, Any]:
+        sample_id, output_format = outcome.sample_id, outcome.meta["format"]
+        payload = layout.embedding_payload(SLIDE_KIND, sample_id, output_format)
+        meta = layout.embedding_meta(SLIDE_KIND, sample_id)
+        if outcome.status == "done":
+            assert outcome.embedding is not None
+            write_slide_embedding(
+                payload,
+                meta,
+                outcome.embedding,
+                outcome.meta,
+                layout.slide_latents(sample_id, output_format),
+                outcome.latents,
+            )
+        repaired = self._update_row(context, layout, sample_id, outcome.status, slide_feature_path=payload)
+        return {"payload": MetadataValue.path(str(payload)), "meta": MetadataValue.path(str(meta)), **repaired}
+
+    def _describe_latents(self, layout: OutputLayout, outcome: SlideOutcome) -> dict[str, Any]:
+        # Written with the slide embedding (before its sidecar); this output only reports them.
+        path = layout.slide_latents(outcome.sample_id, outcome.meta["format"])
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is missing after the slide step; materialise the slide again")
+        shape = outcome.meta.get("provenance", {}).get("latents_shape")
+        return {"path": MetadataValue.path(str(path)), "shape": str(shape)}
+
+    def _write_patient(self, layout: OutputLayout, outcome: PatientOutcome) -> dict[str, Any]:
+        payload = layout.embedding_payload(PATIENT_KIND, outcome.patient_id, outcome.meta["format"])
+        meta = layout.embedding_meta(PATIENT_KIND, outcome.patient_id)
+        if outcome.status == "done":
+            assert outcome.embedding is not None
+            write_embedding(payload, meta, outcome.embedding, outcome.meta)
+        return {"payload": MetadataValue.path(str(payload)), "meta": MetadataValue.path(str(meta))}
+
     def _write_preview(
         self, layout: OutputLayout, artifact: str, sample_id: str, rgb: np.ndarray | None
     ) -> dict[str, Any]:
@@ -187,6 +239,10 @@ class Slide2vecIOManager(ConfigurableIOManager):
                 path = layout.preview(artifact, sample_id)
                 with Image.open(path) as image:
                     loaded[sample_id] = np.asarray(image.convert("RGB"))
+            elif artifact in EMBEDDING_KINDS:
+                meta = read_meta(layout.embedding_meta(artifact, sample_id))
+                payload = layout.embedding_payload(artifact, sample_id, str(meta["format"]))
+                loaded[sample_id] = (read_embedding(payload), meta)
             else:
                 raise ValueError(f"no reader for artifact {artifact!r}")
         return next(iter(loaded.values())) if len(loaded) == 1 else loaded

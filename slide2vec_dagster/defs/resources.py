@@ -70,5 +70,11 @@ class PlatformResource(ConfigurableResource):
             )
         return entry
 
+    def patient_members(self, patient_id: str) -> list[SlideEntry]:
+        """The slides of one patient, in manifest order (manifests in config order, rows in file order)."""
+        manifests = self.config().manifests
+        reports = _cached_reports(tuple(str(p) for p in manifests), manifest_stamps(manifests))
+        return [entry for report in reports for entry in report.entries if entry.patient_id == patient_id]
+
     def layout(self, pipeline: str) -> OutputLayout:
         return OutputLayout(self.config().output_dir(pipeline))

@@ -13,7 +13,8 @@ class RunOutcome:
     status: str  # done | skipped | failed
     error: str
     num_tiles: object
-    encoder: str
+    encoder: str  # the encoders that ran, tile first ("baseline-color-texture + mean-pool")
+    num_slides: object = None  # patient runs
 
 
 def run_outcome(result: ExecuteInProcessResult) -> RunOutcome:
@@ -21,15 +22,19 @@ def run_outcome(result: ExecuteInProcessResult) -> RunOutcome:
     ``skipped`` when every asset was already current."""
     statuses: list[str] = []
     num_tiles: object = "?"
-    encoder = ""
+    num_slides: object = None
+    encoders: list[str] = []
     for event in result.get_asset_materialization_events():
         metadata = event.materialization.metadata
         if "status" in metadata:
             statuses.append(str(metadata["status"].value))
         if "num_tiles" in metadata and event.asset_key.path[-1] == "coordinates":
             num_tiles = metadata["num_tiles"].value
-        if "encoder" in metadata:
-            encoder = str(metadata["encoder"].value)
+        if "num_slides" in metadata:
+            num_slides = metadata["num_slides"].value
+        if "encoder" in metadata and str(metadata["encoder"].value) not in encoders:
+            encoders.append(str(metadata["encoder"].value))
+    encoder = " + ".join(encoders)
     if not result.success:
         errors = []
         for failure in result.get_step_failure_events():
@@ -39,6 +44,7 @@ def run_outcome(result: ExecuteInProcessResult) -> RunOutcome:
                 errors.append(str(user.metadata["error"].value))
             elif data.error is not None:
                 errors.append(" ".join(data.error.message.split()))
-        return RunOutcome("failed", "; ".join(errors) or "the run failed before its steps started", num_tiles, encoder)
+        error = "; ".join(errors) or "the run failed before its steps started"
+        return RunOutcome("failed", error, num_tiles, encoder, num_slides)
     status = "done" if "done" in statuses or not statuses else "skipped"
-    return RunOutcome(status, "", num_tiles, encoder)
+    return RunOutcome(status, "", num_tiles, encoder, num_slides)

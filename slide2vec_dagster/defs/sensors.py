@@ -2,6 +2,7 @@
 for their tiling runs. A cursor of manifest stamps makes an unchanged manifest cost one ``stat``."""
 
 import json
+from pathlib import Path
 
 from dagster import (
     AssetSelection,
@@ -14,12 +15,14 @@ from dagster import (
     sensor,
 )
 
+from slide2vec_dagster.artifacts.process_list import read_rows
 from slide2vec_dagster.config import PlatformConfig
-from slide2vec_dagster.defs.asset_keys import pipeline_asset_keys
+from slide2vec_dagster.defs.asset_keys import patient_asset_key, pipeline_asset_keys
 from slide2vec_dagster.defs.partitions import patient_partitions, sample_partitions, unregistered
-from slide2vec_dagster.defs.resources import manifest_stamps
+from slide2vec_dagster.defs.resources import PlatformResource, manifest_stamps
 from slide2vec_dagster.defs.slide_runs import mark_orphaned_runs
-from slide2vec_dagster.manifest import read_manifests
+from slide2vec_dagster.manifest import inspect_manifest, read_manifests
+from slide2vec_dagster.slide_level import patient_inputs, recorded_inputs_key
 
 
 def build_cohort_sensor(config: PlatformConfig) -> SensorDefinition:
@@ -65,3 +68,72 @@ def build_cohort_sensor(config: PlatformConfig) -> SensorDefinition:
         return SensorResult(run_requests=run_requests, dynamic_partitions_requests=requests, cursor=stamps)
 
     return cohort_sensor
+
+
+def _stat(path: Path) -> list[int]:
+    try:
+        stat = path.stat()
+        return [stat.st_mtime_ns, stat.st_size]
+    except FileNotFoundError:
+        return [-1, -1]
+
+
+def build_patient_sensor(config: PlatformConfig) -> SensorDefinition | None:
+    """Requests a patient's embedding once all its slides are done or failed, and again when a slide is
+    added to it or one of its slides' embeddings changes. Membership comes from the manifests."""
+    pipelines = [p for p in config.pipelines if patient_asset_key(p, config) is not None]
+    if not pipelines:
+        return None
+    targets = [patient_asset_key(p, config) for p in pipelines]
+
+    @sensor(
+        name="patient_sensor",
+        target=AssetSelection.assets(*targets),
+        minimum_interval_seconds=config.execution.sensor_interval_seconds,
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Requests patient embeddings whose slides are all done or failed and whose inputs changed "
+        "(a slide added, or a slide embedding rewritten) since the patient was last materialised.",
+    )
+    def patient_sensor(context: SensorEvaluationContext) -> SensorResult | SkipReason:
+        platform = PlatformResource(config_path=str(config.source_path))
+        layouts = {p: platform.layout(p) for p in pipelines}
+        # Every slide run rewrites its pipeline's process list: its stamp says whether anything moved.
+        stamps = json.dumps(
+            [[str(m), *s] for m, s in zip(config.manifests, manifest_stamps(config.manifests), strict=True)]
+            + [[str(layouts[p].process_list), *_stat(layouts[p].process_list)] for p in pipelines]
+        )
+        if context.cursor == stamps:
+            return SkipReason("manifests and process lists unchanged since the last evaluation")
+        registered = set(context.instance.get_dynamic_partitions(patient_partitions.name))
+        reports = [inspect_manifest(m) for m in config.manifests]
+        members: dict[str, list] = {}
+        for report in reports:
+            for entry in report.entries:
+                if entry.patient_id:
+                    members.setdefault(entry.patient_id, []).append(entry)
+        run_requests = []
+        waiting = 0
+        for pipeline in pipelines:
+            pipeline_config, layout = config.pipelines[pipeline], layouts[pipeline]
+            rows = read_rows(layout.process_list)
+            for patient_id, slides in members.items():
+                if patient_id not in registered:
+                    continue  # the cohort sensor registers it first
+                inputs = patient_inputs(patient_id, slides, pipeline_config, layout, rows)
+                if not inputs.ready:
+                    waiting += 1
+                    continue
+                if recorded_inputs_key(layout, patient_id) == inputs.key:
+                    continue
+                run_requests.append(
+                    RunRequest(
+                        run_key=f"{pipeline}:patient:{patient_id}:{inputs.key}",
+                        partition_key=patient_id,
+                        asset_selection=[patient_asset_key(pipeline, config)],
+                        tags={"slide2vec/pipeline": pipeline, "slide2vec/trigger": "patient_inputs_changed"},
+                    )
+                )
+        context.log.info(f"{len(run_requests)} patient(s) to (re)compute, {waiting} waiting for their slides")
+        return SensorResult(run_requests=run_requests, cursor=stamps)
+
+    return patient_sensor

@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,14 +24,14 @@ PID_TAG = "slide2vec/pid"
 HOST_TAG = "slide2vec/host"
 
 
-def the_slide_of(context: AssetExecutionContext) -> str:
-    """The run's one sample_id. Backfill runs carry a partition range even for one slide, so read the
-    keys rather than ``partition_key``."""
+def the_slide_of(context: AssetExecutionContext, what: str = "slide") -> str:
+    """The run's one sample_id (or patient_id). Backfill runs carry a partition range even for one slide,
+    so read the keys rather than ``partition_key``."""
     keys = context.partition_keys
     if len(keys) != 1:
         raise Failure(
-            description=f"this run covers {len(keys)} slides ({keys[0]} .. {keys[-1]}); runs cover one slide "
-            "each so that a bad slide fails only its own partition: launch a backfill (one run per slide) "
+            description=f"this run covers {len(keys)} {what}s ({keys[0]} .. {keys[-1]}); runs cover one {what} "
+            f"each so that a bad {what} fails only its own partition: launch a backfill (one run per {what}) "
             "instead of a single ranged run"
         )
     return keys[0]
@@ -106,8 +106,11 @@ def slide_step(
     step: str,
     *,
     keep: tuple[str, ...] = (),
+    withdraw_when: Callable[[Exception, OutputLayout, str], list[Path]] | None = None,
 ) -> Iterator[SlideStep]:
-    """Run one slide's step: clean its debris first, and make any error its partition's failure."""
+    """Run one slide's step: clean its debris first, and make any error its partition's failure.
+    ``withdraw_when(exc, layout, sample_id)`` names files that this error makes wrong (e.g. a slide
+    embedding of a slide that now has zero tiles)."""
     sample_id = the_slide_of(context)
     state: SlideStep | None = None
     try:
@@ -120,8 +123,17 @@ def slide_step(
         raise
     except Exception as exc:
         image_path = state.entry.image_path if state and state.entry else None
+        withdraw = withdraw_when(exc, state.layout, sample_id) if withdraw_when and state else []
         raise fail_slide(
-            platform, pipeline, sample_id, step, exc, image_path=image_path, run_id=context.run_id, keep=keep
+            platform,
+            pipeline,
+            sample_id,
+            step,
+            exc,
+            image_path=image_path,
+            run_id=context.run_id,
+            keep=keep,
+            withdraw_files=withdraw,
         ) from exc
 
 

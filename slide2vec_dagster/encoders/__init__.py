@@ -8,9 +8,19 @@ Plain torch + timm (no Dagster import). Typical use by the inference loop::
     encoder = load_encoder("uni", weights=cfg.model.weights, device="cuda", precision=spec.precision)
     features = encoder(uint8_tiles)              # (B, H, W, 3) uint8 -> (B, D) float32
     features.to(storage_dtype(encoder.precision, cfg.output_dtype))
+
+Slide- and patient-level encoders (prism, prism2, titan, gigapath-slide, moozy-slide, moozy and the
+weight-free mean-pool baselines) have their own registry::
+
+    from slide2vec_dagster.encoders import check_pairing, get_slide_spec, load_slide_encoder
+
+    check_pairing("prism", "virchow", "cls_patch_mean", 2560)   # EncoderConfigError when mis-paired
+    slide = load_slide_encoder("prism", weights=..., trust_remote_code=True, revision="<commit>")
+    out = slide(features, coords_lv0, tile_size_lv0)             # out.embedding (1280,), out.latents (512, 1280)
 """
 
 from slide2vec_dagster.encoders import presets as _presets  # noqa: F401  (registers the built-in presets)
+from slide2vec_dagster.encoders import slide_presets as _slide_presets  # noqa: F401  (slide/patient presets)
 from slide2vec_dagster.encoders.baseline import FEATURE_DIM as BASELINE_FEATURE_DIM
 from slide2vec_dagster.encoders.baseline import FEATURE_NAMES as BASELINE_FEATURE_NAMES
 from slide2vec_dagster.encoders.baseline import ColorTextureBaseline
@@ -28,12 +38,40 @@ from slide2vec_dagster.encoders.loading import (
     load_encoder,
     weights_help,
 )
+from slide2vec_dagster.encoders.pooling import mean_pool
 from slide2vec_dagster.encoders.precision import (
     Precision,
     autocast_context,
     normalize_precision,
     storage_dtype,
     torch_dtype,
+)
+from slide2vec_dagster.encoders.slide_loading import (
+    REVISION_CONFIG_KEY,
+    SLIDE_WEIGHTS_CONFIG_KEY,
+    TRUST_REMOTE_CODE_CONFIG_KEY,
+    PatientEncoder,
+    SlideEncoder,
+    SlideOutput,
+    load_patient_encoder,
+    load_slide_encoder,
+    remote_code_help,
+    slide_weights_help,
+)
+from slide2vec_dagster.encoders.slide_spec import (
+    SLIDE2VEC_MODEL_DEFAULTS,
+    MeanPoolBuild,
+    PackageBuild,
+    RemoteCodeBuild,
+    SlideEncoderSpec,
+    all_slide_specs,
+    check_pairing,
+    check_patient_pairing,
+    check_save_latents,
+    get_slide_spec,
+    list_slide_encoders,
+    register_slide_encoder,
+    unregister_slide_encoder,
 )
 from slide2vec_dagster.encoders.spec import (
     BaselineBuild,
@@ -55,6 +93,10 @@ from slide2vec_dagster.encoders.transforms import TileTransform
 __all__ = [
     "BASELINE_FEATURE_DIM",
     "BASELINE_FEATURE_NAMES",
+    "REVISION_CONFIG_KEY",
+    "SLIDE2VEC_MODEL_DEFAULTS",
+    "SLIDE_WEIGHTS_CONFIG_KEY",
+    "TRUST_REMOTE_CODE_CONFIG_KEY",
     "WEIGHTS_CONFIG_KEY",
     "BaselineBuild",
     "ColorTextureBaseline",
@@ -64,25 +106,45 @@ __all__ = [
     "EncoderSpec",
     "EncoderWeightsError",
     "ExternalBuild",
+    "MeanPoolBuild",
     "OutputVariant",
+    "PackageBuild",
+    "PatientEncoder",
     "Precision",
     "Preprocessing",
+    "RemoteCodeBuild",
+    "SlideEncoder",
+    "SlideEncoderSpec",
+    "SlideOutput",
     "TileEncoder",
     "TileTransform",
     "TimmBuild",
     "TransformersBuild",
     "UnknownEncoderError",
     "WeightsSource",
+    "all_slide_specs",
     "all_specs",
     "autocast_context",
     "build_architecture",
+    "check_pairing",
+    "check_patient_pairing",
+    "check_save_latents",
+    "get_slide_spec",
     "get_spec",
     "list_encoders",
+    "list_slide_encoders",
     "load_encoder",
+    "load_patient_encoder",
+    "load_slide_encoder",
+    "mean_pool",
     "normalize_precision",
     "register",
+    "register_slide_encoder",
+    "remote_code_help",
+    "slide_weights_help",
     "storage_dtype",
     "torch_dtype",
     "unregister",
+    "unregister_slide_encoder",
     "weights_help",
 ]
