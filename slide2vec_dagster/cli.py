@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import socket
@@ -162,6 +163,68 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return code
 
 
+def cmd_lineage(args: argparse.Namespace) -> int:
+    from slide2vec_dagster.defs.instance_queries import open_instance_queries
+    from slide2vec_dagster.lineage import format_lineage, lineage_of
+
+    pipelines = None
+    if args.config:  # only then: names pipelines whose output_dir is not <output_root>/<name>
+        config = _load(args)
+        pipelines = {config.output_dir(name): name for name in config.pipelines}
+    ensure_dagster_home()
+    try:
+        with open_instance_queries(args.ui_url) as queries:
+            found = lineage_of(args.path, queries, pipelines)
+    except (FileNotFoundError, IsADirectoryError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(found.to_json(), indent=2, default=str) if args.json else format_lineage(found))
+    return 0 if found.platform_file else 1
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from slide2vec_dagster.defs.instance_queries import open_instance_queries, pipeline_assets
+    from slide2vec_dagster.status import FileStaleness, format_status, pipeline_status
+
+    config = _load(args)
+    pipelines = args.pipeline or list(config.pipelines)
+    unknown = [p for p in pipelines if p not in config.pipelines]
+    if unknown:
+        print(f"unknown pipeline(s) {unknown}; the config defines {list(config.pipelines)}", file=sys.stderr)
+        return 2
+    notes = []
+    try:
+        slides = read_manifests(config.manifests)
+    except ManifestError as exc:  # the instance and the files can still be reported on
+        slides = {}
+        notes.append(f"staleness not checked: {exc}")
+    home = ensure_dagster_home()
+    with open_instance_queries() as queries:
+        staleness = FileStaleness(config, slides)
+        statuses = [
+            pipeline_status(name, config.output_dir(name), pipeline_assets(config, name), queries, staleness)
+            for name in pipelines
+        ]
+        registered = set(queries.registered("sample_id"))
+    unregistered = [sid for sid in slides if sid not in registered]
+    if unregistered:
+        notes.append(
+            f"{len(unregistered)} manifest slide(s) are not registered in DAGSTER_HOME={home} yet (run "
+            f"`slide2vec-dagster register --config {config.source_path}`, or let the cohort sensor do it): "
+            + ", ".join(unregistered[:20])
+            + (" ..." if len(unregistered) > 20 else "")
+        )
+    if args.json:
+        payload = {"dagster_home": str(home), "pipelines": [s.to_json() for s in statuses], "notes": notes}
+        print(json.dumps(payload, indent=2))
+    else:
+        print(f"DAGSTER_HOME={home}\n")
+        print(format_status(statuses), end="")
+        for note in notes:
+            print(f"note: {note}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="slide2vec-dagster", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -182,6 +245,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--pipeline", action="append", help="only this pipeline (repeatable)")
         p.add_argument("--sample", action="append", help="only this sample_id (repeatable)")
         p.add_argument("--log-level", default="WARNING", help="Dagster console log level of the runs (default WARNING)")
+    p = add("status", cmd_status, "per pipeline and asset: partitions done, missing, stale and failed")
+    p.add_argument("--pipeline", action="append", help="only this pipeline (repeatable)")
+    p.add_argument("--json", action="store_true", help="print a JSON object instead of tables")
+    p = sub.add_parser("lineage", help="where an artifact file came from: run, code, config, encoder, slide, upstream")
+    p.add_argument("path", help="an artifact file: payload, sidecar, preview or coordinates")
+    p.add_argument("--json", action="store_true", help="print a JSON object instead of text")
+    p.add_argument("--ui-url", default="http://127.0.0.1:3000", help="base URL of the Dagster UI for run links")
+    p.add_argument("--config", help="platform config, to name pipelines whose output_dir is not <output_root>/<name>")
+    p.set_defaults(handler=cmd_lineage)
     return parser
 
 

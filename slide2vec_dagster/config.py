@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from slide2vec_dagster.encoders import EncoderError
 from slide2vec_dagster.encoders.levels import (
@@ -107,6 +107,8 @@ class PipelineConfig(BaseModel):
     model: ModelConfig | None = None
     speed: SpeedConfig = Field(default_factory=SpeedConfig)
     output_format: Literal["pt", "npz"] = "pt"
+    _reuse_dir: Path | None = PrivateAttr(default=None)
+    _reuse_pipeline: str | None = PrivateAttr(default=None)
 
     def fingerprint(self) -> str:
         """Hash of everything that decides the tiling outputs (not where they are written)."""
@@ -162,6 +164,26 @@ class PipelineConfig(BaseModel):
     @property
     def writes_latents(self) -> bool:
         return bool(self.model and self.model.save_latents)
+
+    def tiling_geometry(self) -> dict[str, Any]:
+        """What reused coordinates must have been tiled with (the size the grid is laid with)."""
+        params = self.tiling.params
+        return {
+            "requested_spacing_um": float(params.requested_spacing_um or 0),
+            "requested_tile_size_px": int(params.tiling_tile_size_px),
+            "tolerance": float(params.tolerance),
+            "overlap": float(params.overlap),
+        }
+
+    @property
+    def reuse_dir(self) -> Path | None:
+        """The folder whose coordinates this pipeline reuses (another pipeline's output_dir, or a folder)."""
+        return self._reuse_dir
+
+    @property
+    def reuse_pipeline(self) -> str | None:
+        """The pipeline whose coordinates asset this pipeline's embeddings are computed from."""
+        return self._reuse_pipeline
 
     @property
     def is_hierarchical(self) -> bool:
@@ -231,6 +253,11 @@ class ExecutionConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     sensor_interval_seconds: int = Field(default=30, ge=5, le=86400)
+    max_retries: int = Field(default=3, ge=0, le=10, description="retries of a slide after a transient I/O error")
+    retry_delay_seconds: float = Field(default=10.0, ge=0, le=3600, description="first retry delay (then doubled)")
+    backfill_cron: str = Field(
+        default="0 2 * * *", description="when the backfill schedule looks for missing or stale partitions"
+    )
 
 
 class PlatformConfig(BaseModel):
@@ -303,11 +330,6 @@ def load_config(path: str | Path) -> PlatformConfig:
             pipeline.model.weights = absolute(pipeline.model.weights)
         if pipeline.model is not None and pipeline.model.slide_weights is not None:
             pipeline.model.slide_weights = absolute(pipeline.model.slide_weights)
-        if pipeline.tiling.read_coordinates_from:
-            raise ConfigError(
-                f"{path}: pipelines.{name}.tiling.read_coordinates_from is not supported yet; remove it "
-                "(coordinates are tiled per pipeline and skipped when already present)"
-            )
         try:
             pipeline.resolve_model_defaults()
             pipeline.tiling.require_resolved()
@@ -320,6 +342,8 @@ def load_config(path: str | Path) -> PlatformConfig:
         except (EncoderError, UnsupportedConfigError, ValueError, KeyError) as exc:
             message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
             raise ConfigError(f"invalid platform config {path}:\n  pipelines.{name}: {message}") from None
+    for name, pipeline in config.pipelines.items():
+        _resolve_reuse(config, name, pipeline, path, absolute)
     owners: dict[Path, str] = {}
     for name in config.pipelines:
         output_dir = config.output_dir(name)
@@ -331,6 +355,73 @@ def load_config(path: str | Path) -> PlatformConfig:
         owners[output_dir] = name
     config.source_path = path
     return config
+
+
+def _resolve_reuse(config: PlatformConfig, name: str, pipeline: PipelineConfig, path: Path, absolute: Any) -> None:
+    """``tiling.read_coordinates_from``: another pipeline's name (its coordinates asset becomes this
+    pipeline's upstream) or a folder of ``*.coordinates.npz/.meta.json`` written earlier (ours or slide2vec
+    7.1.4's). The reused tiling must be the one this pipeline asks for: a mismatch is a config error."""
+    source = pipeline.tiling.read_coordinates_from
+    if not source:
+        return
+    where = f"invalid platform config {path}:\n  pipelines.{name}.tiling.read_coordinates_from"
+    if source in config.pipelines:
+        other = config.pipelines[source]
+        if source == name:
+            raise ConfigError(f"{where}: a pipeline cannot reuse its own coordinates")
+        if other.tiling.read_coordinates_from:
+            raise ConfigError(
+                f"{where}: pipeline {source!r} reuses coordinates itself; name the pipeline that tiles "
+                f"({other.tiling.read_coordinates_from!r})"
+            )
+        mine, theirs = pipeline.tiling_geometry(), other.tiling_geometry()
+        differences = [
+            f"{k}: {source} has {theirs[k]}, {name} asks for {mine[k]}" for k in mine if mine[k] != theirs[k]
+        ]
+        if differences:
+            raise ConfigError(f"{where}: {source!r} tiles differently ({'; '.join(differences)}); align the two")
+        pipeline._reuse_pipeline = source
+        pipeline._reuse_dir = config.output_dir(source)
+        return
+    folder = absolute(Path(source))
+    if not folder.is_dir():
+        raise ConfigError(
+            f"{where}: {source!r} is neither a pipeline of this config ({', '.join(config.pipelines)}) nor an existing "
+            f"folder ({folder}); name a pipeline, or a folder of *.coordinates.npz / .coordinates.meta.json files"
+        )
+    pipeline.tiling.read_coordinates_from = str(folder)
+    pipeline._reuse_dir = folder
+    # Fail at load, not on every slide, when the folder was tiled with other parameters (one sidecar tells).
+    from slide2vec_dagster.artifacts.foreign import read_reusable_coordinates
+
+    sidecars = (
+        sorted(folder.glob("*.coordinates.meta.json"))[:1] or sorted(folder.glob("tiles/*.coordinates.meta.json"))[:1]
+    )
+    for sidecar in sidecars:
+        sample_id = sidecar.name[: -len(".coordinates.meta.json")]
+        try:
+            reused = read_reusable_coordinates(folder, sample_id)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        problems = reuse_geometry_problems(pipeline, reused.geometry)
+        if problems:
+            raise ConfigError(f"{where}: {folder} was tiled with other parameters ({'; '.join(problems)})")
+
+
+def reuse_geometry_problems(pipeline: PipelineConfig, geometry: dict[str, Any]) -> list[str]:
+    """How a reused tiling's geometry differs from what ``pipeline`` asks for (``[]``: it fits)."""
+    wanted = pipeline.tiling_geometry()
+    problems = []
+    for key, value in wanted.items():
+        recorded = geometry.get(key)
+        same = (
+            recorded == value
+            if isinstance(value, int)
+            else recorded is not None and abs(recorded - value) <= 1e-9 * max(1.0, abs(value))
+        )
+        if not same:
+            problems.append(f"{key}: tiled with {recorded}, the pipeline asks for {value}")
+    return problems
 
 
 def output_location_problems(config: PlatformConfig) -> list[str]:

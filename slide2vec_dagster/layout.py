@@ -21,6 +21,7 @@ PAYLOAD_FORMATS = ("pt", "npz")
 # The longest name an id gets: "<id>.coordinates.meta.json", written through a temporary sibling.
 LONGEST_SUFFIX = ".coordinates.meta.json"
 NAME_MAX = 255  # bytes, ext4 / xfs / NFS
+CONFIG_HISTORY = "config_history"
 MAX_ID_BYTES = NAME_MAX - len(LONGEST_SUFFIX) - TEMP_NAME_OVERHEAD
 
 
@@ -76,6 +77,14 @@ class OutputLayout:
     @property
     def config_yaml(self) -> Path:
         return self.output_dir / "config.yaml"
+
+    @property
+    def config_history_dir(self) -> Path:
+        """``config_history/``: every resolved config the pipeline has written under, by hash."""
+        return self.output_dir / CONFIG_HISTORY
+
+    def config_version(self, config_hash: str) -> Path:
+        return self.config_history_dir / f"{_checked(config_hash)}.yaml"
 
     # Per-slide artifacts
     def coordinates_npz(self, sample_id: str) -> Path:

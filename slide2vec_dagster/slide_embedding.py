@@ -25,6 +25,7 @@ from slide2vec_dagster.embedding.loop import LoopStats, ReadPlan, run_encoder
 from slide2vec_dagster.encoders import TileEncoder, get_spec, load_encoder, storage_dtype
 from slide2vec_dagster.layout import OutputLayout
 from slide2vec_dagster.manifest import SlideEntry
+from slide2vec_dagster.provenance import tile_weights_lineage, upstream_run_id
 from slide2vec_dagster.wsi import open_slide
 
 logger = logging.getLogger(__name__)
@@ -42,6 +43,8 @@ class EmbeddingOutcome:
     features: torch.Tensor | None  # None when skipped (the payload on disk is current)
     meta: dict[str, Any]
     stats: LoopStats = field(default_factory=LoopStats)
+    # Reused coordinates of our own layout, copied into this pipeline's tiles/ before the payload lands.
+    coordinates_copy: Any = None
 
 
 def embedding_kind(pipeline: PipelineConfig) -> str:
@@ -128,6 +131,8 @@ def embed_sample(
     run_id: str | None = None,
     progress: Callable[[LoopStats], None] | None = None,
     reuse_existing: bool = True,
+    source: Any = None,
+    lineage: dict[str, Any] | None = None,
 ) -> EmbeddingOutcome:
     """Embed the tiles (or, in hierarchical mode, the regions' subtiles) listed by ``coordinates``."""
     if pipeline.model is None:
@@ -144,7 +149,8 @@ def embed_sample(
     if reuse_existing:
         meta = _reusable(kind, entry.sample_id, pipeline, layout, fingerprint, expected)
         if meta is not None:
-            return EmbeddingOutcome(entry.sample_id, kind, "skipped", None, meta)
+            copy = source if source is not None and source.copied_into_layout else None
+            return EmbeddingOutcome(entry.sample_id, kind, "skipped", None, meta, coordinates_copy=copy)
 
     out_dtype = storage_dtype(pipeline.speed.precision or spec.precision, pipeline.speed.output_dtype)
     tiling_meta, slide_meta = coords_meta["tiling"], coords_meta["slide"]
@@ -197,12 +203,17 @@ def embed_sample(
         features, expected, f"sample {entry.sample_id!r} ({spec.name} on {entry.image_path})", pipeline.speed.precision
     )
 
+    # Rows follow the coordinates file: ours (or a copy in tiles/), or a reused slide2vec file kept as is.
+    coordinates_npz_path = layout.coordinates_npz(entry.sample_id)
+    coordinates_meta_path = layout.coordinates_meta(entry.sample_id)
+    if source is not None and source.reused_from is not None and not source.copied_into_layout:
+        coordinates_npz_path, coordinates_meta_path = source.npz_path or "", source.meta_path
     meta: dict[str, Any] = {
         "sample_id": entry.sample_id,
         "artifact_type": kind,
         "backend": coords_meta["provenance"]["backend"],
-        "coordinates_meta_path": str(layout.coordinates_meta(entry.sample_id)),
-        "coordinates_npz_path": str(layout.coordinates_npz(entry.sample_id)),
+        "coordinates_meta_path": str(coordinates_meta_path),
+        "coordinates_npz_path": str(coordinates_npz_path),
         # The level of the model that wrote it: a slide model saving tile embeddings writes "slide".
         "encoder_level": pipeline.model.level or "tile",
         "encoder_name": spec.name,
@@ -222,15 +233,21 @@ def embed_sample(
         "provenance": {
             "run_id": run_id,
             "code_version": __version__,
-            "config_hash": pipeline.embedding_fingerprint(),
+            "settings_hash": pipeline.embedding_fingerprint(),
             "inputs_fingerprint": fingerprint,
             "coordinates_inputs_fingerprint": coords_meta.get("artifact", {}).get("inputs_fingerprint"),
             "encoder_variant": pipeline.model.variant or spec.default_variant,
             "model_weights": weights_origin,
             "precision": pipeline.speed.precision,
             "device": device,
+            "coordinates_run_id": upstream_run_id(coords_meta),
+            **tile_weights_lineage(weights_origin, spec.weights.revision if spec.weights else None),
+            **(lineage or {}),
         },
     }
+    if source is not None and source.reused_from is not None:
+        meta["coordinates_source"] = f"{source.source_format} ({source.reused_from})"
+        meta["tile_order"] = source.tile_order
     if kind == "hierarchical_embeddings":
         multiple = int(pipeline.region_tile_multiple)  # type: ignore[arg-type]
         meta.update(
@@ -241,4 +258,5 @@ def embed_sample(
             read_region_size_px=int(tiling_meta["read_tile_size_px"]),
             subtile_order="row_major",
         )
-    return EmbeddingOutcome(entry.sample_id, kind, "done", features, meta, stats)
+    copy = source if source is not None and source.copied_into_layout else None
+    return EmbeddingOutcome(entry.sample_id, kind, "done", features, meta, stats, coordinates_copy=copy)

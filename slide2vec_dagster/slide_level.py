@@ -25,7 +25,6 @@ import numpy as np
 import torch
 
 from slide2vec_dagster import __version__
-from slide2vec_dagster.artifacts.coordinates import read_coordinates
 from slide2vec_dagster.artifacts.embeddings import (
     check_features,
     feature_dtype_name,
@@ -33,10 +32,12 @@ from slide2vec_dagster.artifacts.embeddings import (
     read_meta,
 )
 from slide2vec_dagster.config import PipelineConfig
+from slide2vec_dagster.coordinates_source import load_coordinates
 from slide2vec_dagster.encoders import get_slide_spec, get_spec, load_patient_encoder, load_slide_encoder, storage_dtype
 from slide2vec_dagster.encoders.slide_loading import PatientEncoder, SlideEncoder
 from slide2vec_dagster.layout import EMBEDDING_KINDS, PATIENT_KIND, SLIDE_KIND, OutputLayout
 from slide2vec_dagster.manifest import SlideEntry
+from slide2vec_dagster.provenance import upstream_run_id
 from slide2vec_dagster.slide_embedding import embed_sample, inputs_fingerprint, resolve_device
 
 logger = logging.getLogger(__name__)
@@ -126,6 +127,7 @@ class SlideOutcome:
     latents: torch.Tensor | None
     meta: dict[str, Any]
     seconds: float = 0.0
+    coordinates_copy: Any = None  # reused coordinates of our layout, copied into tiles/ (see coordinates_source)
 
 
 def _expected_dim(pipeline: PipelineConfig, tile_dim: int) -> int:
@@ -168,10 +170,11 @@ def read_latents(path: Any) -> torch.Tensor | None:
 
 
 def tile_features_in_memory(
-    entry: SlideEntry, pipeline: PipelineConfig, layout: OutputLayout, coordinates: tuple[dict, dict]
+    entry: SlideEntry, pipeline: PipelineConfig, layout: OutputLayout, coordinates: tuple[dict, dict], source: Any
 ) -> torch.Tensor:
     """Tile features of a pipeline that does not keep them (slide2vec's default for slide models)."""
-    return embed_sample(entry, pipeline, layout, coordinates, reuse_existing=False).features  # type: ignore[return-value]
+    outcome = embed_sample(entry, pipeline, layout, coordinates, reuse_existing=False, source=source)
+    return outcome.features  # type: ignore[return-value]
 
 
 def embed_slide(
@@ -182,6 +185,8 @@ def embed_slide(
     tile_features: torch.Tensor | None = None,
     run_id: str | None = None,
     reuse_existing: bool = True,
+    source: Any = None,
+    lineage: dict[str, Any] | None = None,
 ) -> SlideOutcome:
     """The slide embedding of ``entry`` (and its latents when the pipeline keeps them).
 
@@ -202,12 +207,13 @@ def embed_slide(
     fingerprint = slide_inputs_fingerprint(pipeline, coords_meta)
     tile_dim = get_spec(model.tile_encoder or model.name).feature_dim(model.variant)
     dim = spec.output_dim(tile_dim)
+    copy = source if source is not None and source.copied_into_layout else None
     if reuse_existing and (meta := _slide_reusable(entry.sample_id, pipeline, layout, fingerprint, dim)) is not None:
-        return SlideOutcome(entry.sample_id, "skipped", None, None, meta)
+        return SlideOutcome(entry.sample_id, "skipped", None, None, meta, coordinates_copy=copy)
 
     started = time.perf_counter()
     if tile_features is None:
-        tile_features = tile_features_in_memory(entry, pipeline, layout, coordinates)
+        tile_features = tile_features_in_memory(entry, pipeline, layout, coordinates, source)
     encoder = cached_slide_encoder(pipeline)
     coords = np.stack([arrays["x"], arrays["y"]], axis=1).astype(np.int64)
     tile_size_lv0 = int(coords_meta["tiling"]["tile_size_lv0"])
@@ -217,7 +223,7 @@ def embed_slide(
     where = f"sample {entry.sample_id!r} ({spec.name} on {entry.image_path})"
     check_features(embedding, (dim,), where, pipeline.speed.precision)
     latents = out.latents.to(out_dtype) if (pipeline.writes_latents and out.latents is not None) else None
-    lineage = encoder.lineage()
+    weights = encoder.lineage()
     meta: dict[str, Any] = {
         # The seed's keys, then the contract's.
         "sample_id": entry.sample_id,
@@ -232,21 +238,24 @@ def embed_slide(
         "provenance": {
             "run_id": run_id,
             "code_version": __version__,
-            "config_hash": pipeline.slide_fingerprint(),
+            "settings_hash": pipeline.slide_fingerprint(),
             "inputs_fingerprint": fingerprint,
             "coordinates_inputs_fingerprint": coords_meta.get("artifact", {}).get("inputs_fingerprint"),
             "tile_encoder": model.tile_encoder,
             "tile_encoder_variant": model.variant,
             "tile_features": "tile_embeddings/" if pipeline.writes_tile_embeddings else "computed in memory",
-            "model_weights": lineage["weights_origin"],
-            "weights_revision": lineage["weights_revision"],
-            "weights_sha256": lineage["weights_sha256"],
+            "model_weights": weights["weights_origin"],
+            "weights_revision": weights["weights_revision"],
+            "weights_sha256": weights["weights_sha256"],
             "precision": pipeline.speed.precision,
             "device": str(encoder.device),
             "latents_shape": list(latents.shape) if latents is not None else None,
+            "coordinates_run_id": upstream_run_id(coords_meta),
+            **(lineage or {}),
         },
     }
-    return SlideOutcome(entry.sample_id, "done", embedding, latents, meta, time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    return SlideOutcome(entry.sample_id, "done", embedding, latents, meta, seconds, coordinates_copy=copy)
 
 
 # ------------------------------------------------------------------------------------------ patients
@@ -272,7 +281,10 @@ class PatientInputs:
 def _current_slide_fingerprint(layout: OutputLayout, pipeline: PipelineConfig, sample_id: str) -> str | None:
     """The inputs fingerprint a slide's upstream artifact must have to be current, or None if it has none."""
     try:
-        coords_meta = json.loads(layout.coordinates_meta(sample_id).read_text(encoding="utf-8"))
+        if pipeline.reuse_dir is not None:
+            coords_meta = load_coordinates(pipeline, layout, sample_id).meta
+        else:
+            coords_meta = json.loads(layout.coordinates_meta(sample_id).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     if pipeline.writes_slide_embeddings:
@@ -371,14 +383,15 @@ def _slide_embedding_for_patient(entry: SlideEntry, pipeline: PipelineConfig, la
         payload = layout.embedding_payload(SLIDE_KIND, entry.sample_id, str(meta["format"]))
         return read_embedding(payload).to(torch.float32)
     sid = entry.sample_id
-    coordinates = read_coordinates(layout.coordinates_npz(sid), layout.coordinates_meta(sid))
+    source = load_coordinates(pipeline, layout, sid)
+    coordinates = source.pair
     tile_features = None
     kind = EMBEDDING_KINDS[0]
     if pipeline.writes_tile_embeddings and layout.embedding_meta(kind, sid).exists():
         tile_meta = read_meta(layout.embedding_meta(kind, sid))
         if tile_meta.get("provenance", {}).get("inputs_fingerprint") == inputs_fingerprint(pipeline, coordinates[1]):
             tile_features = read_embedding(layout.embedding_payload(kind, sid, str(tile_meta["format"])))
-    outcome = embed_slide(entry, pipeline, layout, coordinates, tile_features, reuse_existing=False)
+    outcome = embed_slide(entry, pipeline, layout, coordinates, tile_features, reuse_existing=False, source=source)
     assert outcome.embedding is not None
     return outcome.embedding.to(torch.float32)
 
@@ -390,6 +403,7 @@ def embed_patient(
     layout: OutputLayout,
     run_id: str | None = None,
     reuse_existing: bool = True,
+    lineage: dict[str, Any] | None = None,
 ) -> PatientOutcome:
     """The patient embedding of ``inputs.included`` (manifest order)."""
     model = pipeline.model
@@ -418,7 +432,7 @@ def embed_patient(
     out_dtype = storage_dtype(pipeline.speed.precision or spec.precision, pipeline.speed.output_dtype)
     embedding = encoder(stacked).to(out_dtype)
     check_features(embedding, (dim,), f"patient {patient_id!r} ({spec.name})", pipeline.speed.precision)
-    lineage = encoder.lineage()
+    weights = encoder.lineage()
     meta: dict[str, Any] = {
         "patient_id": patient_id,
         "artifact_type": PATIENT_KIND,
@@ -432,15 +446,16 @@ def embed_patient(
         "provenance": {
             "run_id": run_id,
             "code_version": __version__,
-            "config_hash": pipeline.patient_fingerprint(),
+            "settings_hash": pipeline.patient_fingerprint(),
             "inputs_key": inputs.key,
             "slide_encoder": model.slide_encoder,
             "slide_inputs": inputs.upstream,
             "excluded_slides": inputs.excluded,
             "slide_embeddings": "slide_embeddings/" if pipeline.writes_slide_embeddings else "computed in memory",
-            "model_weights": lineage["weights_origin"],
-            "weights_revision": lineage["weights_revision"],
-            "weights_sha256": lineage["weights_sha256"],
+            "model_weights": weights["weights_origin"],
+            "weights_revision": weights["weights_revision"],
+            "weights_sha256": weights["weights_sha256"],
+            **(lineage or {}),
         },
     }
     return PatientOutcome(patient_id, "done", embedding, meta)

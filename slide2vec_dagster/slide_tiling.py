@@ -37,6 +37,7 @@ class TilingOutcome:
     meta: dict[str, Any]
     mask_preview: np.ndarray | None
     tiling_preview: np.ndarray | None
+    refresh_sidecar: bool = False  # skipped, but the sidecar's fingerprint records need the new stat keys
 
     @property
     def n_tiles(self) -> int:
@@ -136,6 +137,7 @@ def tile_sample(
     layout: OutputLayout,
     run_id: str | None = None,
     reuse_existing: bool = True,
+    lineage: dict[str, Any] | None = None,
 ) -> TilingOutcome:
     """Tile ``entry`` with ``pipeline``'s tiling config.
 
@@ -150,6 +152,12 @@ def tile_sample(
     if reuse_existing:
         reused = _reusable(entry, pipeline, layout, inputs_hash)
         if reused is not None:
+            artifact = reused.meta.setdefault("artifact", {})
+            if any(artifact.get(name) != record for name, record in fingerprints.items()):
+                # Same content, new stat key (a copy, a chmod): record it, or the slide would look changed
+                # (and be re-hashed) on every later check.
+                artifact.update(fingerprints)
+                reused.refresh_sidecar = True
             return reused
 
     with open_slide(entry.image_path, tiling.backend, entry.spacing_at_level_0) as reader:
@@ -209,6 +217,8 @@ def tile_sample(
                 "tiling_config_hash": pipeline.fingerprint(),
                 "code_version": __version__,
                 "run_id": run_id,
+                # The pipeline, the config_history/ hash of its config, the code and library versions.
+                **(lineage or {}),
             },
         }
     coordinates = Coordinates(result.x, result.y, result.tissue_fractions)

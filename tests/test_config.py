@@ -84,11 +84,12 @@ def test_relative_paths_resolve_against_the_config_folder(tmp_path: Path, monkey
     assert config.output_dir("p3") == tmp_path / "elsewhere"
 
 
-def test_read_coordinates_from_is_refused_until_supported(tmp_path: Path):
+def test_read_coordinates_from_must_name_a_pipeline_or_a_folder(tmp_path: Path):
     raw = {**MINIMAL, "pipelines": {"p1": {**MINIMAL["pipelines"]["p1"]}}}
     raw["pipelines"]["p1"]["tiling"] = {**raw["pipelines"]["p1"]["tiling"], "read_coordinates_from": "old/tiles"}
     message = _error(_write(tmp_path, raw))
-    assert "pipelines.p1.tiling.read_coordinates_from is not supported yet" in message
+    assert "pipelines.p1.tiling.read_coordinates_from" in message
+    assert "neither a pipeline of this config" in message and str(tmp_path / "old" / "tiles") in message
 
 
 def test_a_pipeline_without_tile_geometry_or_model_is_refused(tmp_path: Path):

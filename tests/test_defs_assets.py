@@ -49,15 +49,20 @@ def test_definitions_load_for_the_demo_config():
         {f"demo/{name}" for name in (*per_pipeline, "tile_embeddings")}
         | {f"demo_regions/{name}" for name in (*per_pipeline, "hierarchical_embeddings")}
         | {f"demo_patients/{name}" for name in (*per_pipeline, "tile_embeddings", "slide_embeddings")}
-        | {"demo_patients/patient_embeddings"}
+        | {"demo_patients/patient_embeddings", "slides"}
     )
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
         expected = patient_partitions if key.path[-1] == "patient_embeddings" else sample_partitions
         assert node.partitions_def == expected
-        assert node.group_name == key.path[0]
+        assert node.group_name == (key.path[0] if len(key.path) > 1 else "cohort")
+    # The slide files are the source: the tiling depends on them, so a changed file shows as stale.
+    assert graph.get(AssetKey(["demo", "coordinates"])).parent_keys == {AssetKey("slides")}
     # The embeddings read the coordinates of the same pipeline, partition by partition.
-    assert graph.get(AssetKey(["demo", "tile_embeddings"])).parent_keys == {AssetKey(["demo", "coordinates"])}
+    assert graph.get(AssetKey(["demo", "tile_embeddings"])).parent_keys == {
+        AssetKey(["demo", "coordinates"]),
+        AssetKey("slides"),  # it reads the slide's pixels
+    }
     assert defs.resolve_job_def("demo_job") is not None and defs.resolve_job_def("demo_regions_job") is not None
     assert defs.resolve_sensor_def("cohort_sensor") is not None
     assert defs.resolve_sensor_def("patient_sensor") is not None
@@ -76,7 +81,7 @@ def test_previews_off_means_no_preview_assets(tmp_path: Path):
     }
     defs = build_definitions(load_config(write_platform_config(tmp_path, ["cohort.csv"], pipelines)))
     keys = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
-    assert keys == {"plain/coordinates"}
+    assert keys == {"slides", "plain/coordinates"}
 
 
 def test_materialize_good_and_bad_slides(platform):

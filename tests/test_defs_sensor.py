@@ -25,6 +25,9 @@ def _evaluate(defs, instance, cursor):
             instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
         with partition_loading_context(dynamic_partitions_store=instance):
             sensor.resolve_run_requests(result.run_requests or [], context, sensor.asset_selection, [])
+        # The observations of new slides' data versions are recorded as the daemon would.
+        for event in result.asset_events or []:
+            instance.report_runless_asset_event(event)
     return result
 
 
@@ -38,11 +41,8 @@ def test_sensor_registers_new_slides_once(tmp_path: Path):
         assert instance.get_dynamic_partitions("sample_id") == ["001", "002"]
         assert instance.get_dynamic_partitions("patient_id") == ["pa"]
         assert sorted(r.partition_key for r in first.run_requests) == ["001", "002"]
-        assert {k.to_user_string() for k in first.run_requests[0].asset_selection} == {
-            "p1/coordinates",
-            "p1/mask_preview",
-            "p1/tiling_preview",
-        }
+        # Runs show under the pipeline's named job, not an anonymous asset job.
+        assert {r.job_name for r in first.run_requests} == {"p1_job"}
 
         # Unchanged manifest: skipped without reading it.
         second = _evaluate(defs, instance, first.cursor)

@@ -109,6 +109,7 @@ def test_the_asset_graph_of_slide_and_patient_pipelines(tmp_path: Path):
     assert graph.get(AssetKey(["kept", "slide_embeddings"])).parent_keys == {
         AssetKey(["kept", "coordinates"]),
         AssetKey(["kept", "tile_embeddings"]),
+        AssetKey("slides"),  # tile features not kept are computed from the slide's pixels
     }
     assert graph.get(AssetKey(["kept", "patient_embeddings"])).parent_keys == {AssetKey(["kept", "slide_embeddings"])}
     assert graph.get(AssetKey(["lean", "patient_embeddings"])).parent_keys == {AssetKey(["lean", "coordinates"])}
@@ -196,7 +197,7 @@ def test_the_patient_sensor_waits_for_the_slides_and_follows_membership(tmp_path
             assert _run(defs, instance, sample_id).success
         tick = _sensor_tick(defs, instance, tick.cursor)
         assert sorted(r.partition_key for r in tick.run_requests) == ["pa", "pb"]
-        assert {k.to_user_string() for r in tick.run_requests for k in r.asset_selection} == {"p/patient_embeddings"}
+        assert {r.job_name for r in tick.run_requests} == {"p_patients_job"}
         for patient in ("pa", "pb"):
             assert _run(defs, instance, patient, patients=True).success
         done = _sensor_tick(defs, instance, None)

@@ -58,6 +58,12 @@ def write_coordinates(npz_path: Path, meta_path: Path, coordinates: Coordinates,
     atomic.write_json(meta_path, meta)
 
 
+def refresh_sidecar(meta_path: Path, meta: dict[str, Any]) -> None:
+    """Rewrite only the sidecar of a pair whose payload is unchanged (e.g. newer stat keys of the slide's
+    fingerprint after a copy): the payload it describes is the same file."""
+    atomic.write_json(meta_path, meta)
+
+
 def read_coordinates(npz_path: Path, meta_path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Load a coordinates pair and check it is internally consistent (raises ValueError if not)."""
     with np.load(npz_path) as archive:

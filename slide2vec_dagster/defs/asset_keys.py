@@ -10,7 +10,9 @@ LATENTS = "slide_latents"
 
 
 def tiling_asset_keys(pipeline: str, config: PlatformConfig) -> list[AssetKey]:
-    """``P/coordinates`` plus the previews the pipeline asks for."""
+    """``P/coordinates`` plus the previews the pipeline asks for; none when it reuses coordinates."""
+    if config.pipelines[pipeline].reuse_dir is not None:
+        return []
     preview = config.pipelines[pipeline].tiling.preview
     names = ["coordinates"]
     names += ["mask_preview"] if preview.save_mask_preview else []
@@ -38,11 +40,22 @@ def patient_asset_key(pipeline: str, config: PlatformConfig) -> AssetKey | None:
     return AssetKey([pipeline, PATIENT_KIND]) if config.pipelines[pipeline].level == "patient" else None
 
 
-def slide_level_upstream(pipeline: str, config: PlatformConfig) -> AssetKey:
+def coordinates_key(pipeline: str, config: PlatformConfig) -> AssetKey | None:
+    """The coordinates asset a pipeline's embeddings read: its own, the pipeline it reuses (an edge across
+    pipelines in the asset graph), or None for a folder reused from outside the platform."""
+    pipeline_config = config.pipelines[pipeline]
+    if pipeline_config.reuse_pipeline is not None:
+        return AssetKey([pipeline_config.reuse_pipeline, "coordinates"])
+    if pipeline_config.reuse_dir is not None:
+        return None
+    return AssetKey([pipeline, "coordinates"])
+
+
+def slide_level_upstream(pipeline: str, config: PlatformConfig) -> AssetKey | None:
     """The per-slide asset a patient's embedding is computed from: the slide embeddings when kept, else the
     tile embeddings when kept, else the coordinates (the patient run then computes the rest in memory)."""
     slide = slide_asset_keys(pipeline, config)
-    return slide[0] if slide else embedding_asset_key(pipeline, config) or AssetKey([pipeline, "coordinates"])
+    return slide[0] if slide else embedding_asset_key(pipeline, config) or coordinates_key(pipeline, config)
 
 
 def pipeline_asset_keys(pipeline: str, config: PlatformConfig) -> list[AssetKey]:

@@ -16,8 +16,10 @@ from slide2vec_dagster.defs.io_managers import Slide2vecIOManager
 from slide2vec_dagster.defs.partitions import patient_partitions, sample_partitions
 from slide2vec_dagster.defs.patient_assets import build_patient_asset
 from slide2vec_dagster.defs.resources import PlatformResource
+from slide2vec_dagster.defs.schedules import build_backfill_schedule
 from slide2vec_dagster.defs.sensors import build_cohort_sensor, build_patient_sensor
 from slide2vec_dagster.defs.slide_assets import build_slide_assets
+from slide2vec_dagster.defs.slides_asset import build_slides_asset
 from slide2vec_dagster.defs.tiling_assets import IO_MANAGER_KEY, build_tiling_assets
 
 
@@ -29,17 +31,25 @@ def build_definitions(config: PlatformConfig) -> Definitions:
     assets += [build_embedding_asset(p, config) for p in config.pipelines if embedding_asset_key(p, config)]
     assets += [build_slide_assets(p, config) for p in config.pipelines if slide_asset_keys(p, config)]
     assets += [build_patient_asset(p, config) for p in config.pipelines if patient_asset_key(p, config)]
-    jobs = [
-        define_asset_job(
-            f"{pipeline}_job",
-            selection=AssetSelection.assets(*pipeline_asset_keys(pipeline, config)),
-            partitions_def=sample_partitions,
-            description=f"Tile, preview and embed slides for pipeline {pipeline!r}",
+    # A pipeline's job also runs the pipelines that reuse its coordinates: one run per new slide tiles it
+    # and then embeds it for all of them, in order. A reusing pipeline keeps a job of its own for backfills.
+    reusers = {p: [r for r, c in config.pipelines.items() if c.reuse_pipeline == p] for p in config.pipelines}
+    jobs = []
+    for pipeline in config.pipelines:
+        keys = pipeline_asset_keys(pipeline, config)
+        keys += [key for reuser in reusers[pipeline] for key in pipeline_asset_keys(reuser, config)]
+        riders = f" (and embed them for {', '.join(reusers[pipeline])}, which reuse its coordinates)"
+        jobs.append(
+            define_asset_job(
+                f"{pipeline}_job",
+                selection=AssetSelection.assets(*keys),
+                partitions_def=sample_partitions,
+                description=f"Tile, preview and embed slides for pipeline {pipeline!r}"
+                + (riders if reusers[pipeline] else ""),
+            )
         )
-        for pipeline in config.pipelines
-    ]
     # An asset job holds one partitions definition: patients get their own.
-    jobs += [
+    patient_jobs = [
         define_asset_job(
             f"{pipeline}_patients_job",
             selection=AssetSelection.assets(key),
@@ -49,13 +59,15 @@ def build_definitions(config: PlatformConfig) -> Definitions:
         for pipeline in config.pipelines
         if (key := patient_asset_key(pipeline, config)) is not None
     ]
-    sensors = [build_cohort_sensor(config)]
-    patient_sensor = build_patient_sensor(config)
+    # New slides start with the job of the pipeline that tiles them (reusers ride along).
+    sensors = [build_cohort_sensor(config, [job for job in jobs if not config.pipelines[job.name[:-4]].reuse_pipeline])]
+    patient_sensor = build_patient_sensor(config, patient_jobs)
     sensors += [patient_sensor] if patient_sensor is not None else []
     return Definitions(
-        assets=assets,
-        jobs=jobs,
+        assets=[build_slides_asset(config), *assets],
+        jobs=jobs + patient_jobs,
         sensors=sensors,
+        schedules=[build_backfill_schedule(config)],
         resources={
             "platform": PlatformResource(config_path=config_path),
             IO_MANAGER_KEY: Slide2vecIOManager(config_path=config_path),

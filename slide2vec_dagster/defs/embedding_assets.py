@@ -22,12 +22,14 @@ from slide2vec_dagster.artifacts.embeddings import EMBEDDING_CHECKS, EmbeddingCh
 from slide2vec_dagster.artifacts.process_list import TILING_COLUMNS
 from slide2vec_dagster.artifacts.slide_state import embedding_files
 from slide2vec_dagster.config import PlatformConfig
-from slide2vec_dagster.defs.asset_keys import embedding_asset_key
+from slide2vec_dagster.defs.asset_keys import coordinates_key, embedding_asset_key
 from slide2vec_dagster.defs.partitions import sample_partitions
 from slide2vec_dagster.defs.resources import PlatformResource
-from slide2vec_dagster.defs.slide_runs import fail_slide, slide_step
+from slide2vec_dagster.defs.slide_runs import coordinates_of, fail_slide, retry_policy, slide_step
+from slide2vec_dagster.defs.slides_asset import SLIDES_KEY
 from slide2vec_dagster.defs.tiling_assets import IO_MANAGER_KEY
 from slide2vec_dagster.encoders import get_spec
+from slide2vec_dagster.provenance import sidecar_lineage
 from slide2vec_dagster.slide_embedding import embed_sample, tile_encoder_name
 
 CHECK_DESCRIPTIONS = {
@@ -46,14 +48,21 @@ def build_embedding_asset(pipeline: str, config: PlatformConfig) -> AssetsDefini
     feature_dim = spec.feature_dim(pipeline_config.model.variant)
     multiple = pipeline_config.region_tile_multiple
 
-    @asset(
+    own = coordinates_key(pipeline, config)
+    reused_pipeline = pipeline_config.reuse_pipeline
+
+    decorate = asset(
         key=key,
-        ins={"coordinates": AssetIn(key=AssetKey([pipeline, "coordinates"]))},
+        # Own coordinates are an input; another pipeline's are read from its folder (an edge all the same).
+        ins={"coordinates": AssetIn(key=own)} if own is not None and reused_pipeline is None else {},
+        # The step reads the slide's pixels: a changed slide file makes the embeddings stale directly.
+        deps=[AssetKey([reused_pipeline, "coordinates"]), SLIDES_KEY] if reused_pipeline else [SLIDES_KEY],
         partitions_def=sample_partitions,
         io_manager_key=IO_MANAGER_KEY,
         group_name=pipeline,
         code_version=pipeline_config.embedding_fingerprint(),
         backfill_policy=BackfillPolicy.multi_run(1),
+        retry_policy=retry_policy(config),
         check_specs=[
             # Partitioned like the asset, so each slide's check results are listed under its partition.
             AssetCheckSpec(
@@ -67,18 +76,23 @@ def build_embedding_asset(pipeline: str, config: PlatformConfig) -> AssetsDefini
         + f": {key.path[-1]}/<sample_id>.{pipeline_config.output_format} + .meta.json",
         op_tags={"slide2vec/pipeline": pipeline},
     )
-    def embeddings(
+
+    def body(
         context: AssetExecutionContext, platform: PlatformResource, coordinates: Any
     ) -> Iterator[Output[Any] | AssetCheckResult]:
         # A failure here keeps the row's tiling columns: they describe this run's (or a reused) tiling.
         with slide_step(context, platform, pipeline, "embedding", keep=TILING_COLUMNS) as step:
             assert step.entry is not None
+            source = coordinates_of(step, platform.config().pipelines[pipeline], coordinates)
+            coordinates = source.pair
             outcome = embed_sample(
                 step.entry,
                 platform.config().pipelines[pipeline],
                 step.layout,
                 coordinates,
+                source=source,
                 run_id=context.run_id,
+                lineage=sidecar_lineage(pipeline, platform.config().resolved_pipeline(pipeline)),
                 progress=lambda s: context.log.info(
                     f"{step.sample_id}: {s.tiles} tiles embedded, {s.tiles_per_second:.1f} tiles/s"
                 ),
@@ -120,6 +134,8 @@ def build_embedding_asset(pipeline: str, config: PlatformConfig) -> AssetsDefini
                 exc,
                 image_path=outcome.meta.get("image_path"),
                 run_id=context.run_id,
+                context=context,
+                asset_keys=[key],
                 keep=TILING_COLUMNS,
                 withdraw_files=embedding_files(layout, key.path[-1], sample_id),
             ) from exc
@@ -142,8 +158,24 @@ def build_embedding_asset(pipeline: str, config: PlatformConfig) -> AssetsDefini
                 EmbeddingCheckError(f"{payload} fails {', '.join(failed)}; the files were withdrawn"),
                 image_path=outcome.meta.get("image_path"),
                 run_id=context.run_id,
+                context=context,
+                asset_keys=[key],
                 keep=TILING_COLUMNS,
                 withdraw_files=embedding_files(layout, key.path[-1], sample_id),
             )
 
-    return embeddings
+    if own is not None and reused_pipeline is None:
+
+        def embeddings(
+            context: AssetExecutionContext, platform: PlatformResource, coordinates: Any
+        ) -> Iterator[Output[Any] | AssetCheckResult]:
+            yield from body(context, platform, coordinates)
+
+        return decorate(embeddings)
+
+    def embeddings_of_reused_coordinates(
+        context: AssetExecutionContext, platform: PlatformResource
+    ) -> Iterator[Output[Any] | AssetCheckResult]:
+        yield from body(context, platform, None)
+
+    return decorate(embeddings_of_reused_coordinates)

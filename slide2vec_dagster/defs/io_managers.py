@@ -6,6 +6,7 @@ config and every path from ``OutputLayout``. Writes go through ``slide2vec_dagst
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import numpy as np
@@ -14,7 +15,7 @@ from PIL import Image
 
 from slide2vec_dagster.artifacts import process_list
 from slide2vec_dagster.artifacts.config_file import write_config_yaml
-from slide2vec_dagster.artifacts.coordinates import read_coordinates, write_coordinates
+from slide2vec_dagster.artifacts.coordinates import Coordinates, read_coordinates, refresh_sidecar, write_coordinates
 from slide2vec_dagster.artifacts.embeddings import read_embedding, read_meta, write_embedding, write_slide_embedding
 from slide2vec_dagster.artifacts.previews import thumbnail_markdown, write_png
 from slide2vec_dagster.artifacts.process_list import TILE_EMBEDDING_COLUMNS, TILING_COLUMNS, format_error
@@ -31,6 +32,7 @@ from slide2vec_dagster.defs.asset_keys import LATENTS
 from slide2vec_dagster.defs.resources import PlatformResource
 from slide2vec_dagster.defs.slide_runs import fail_slide
 from slide2vec_dagster.layout import EMBEDDING_KINDS, PATIENT_KIND, PREVIEW_ARTIFACTS, SLIDE_KIND, OutputLayout
+from slide2vec_dagster.provenance import metadata_facts
 from slide2vec_dagster.slide_embedding import EmbeddingOutcome
 from slide2vec_dagster.slide_level import PatientOutcome, SlideOutcome
 from slide2vec_dagster.slide_tiling import TilingOutcome
@@ -111,6 +113,8 @@ class Slide2vecIOManager(ConfigurableIOManager):
                     exc,
                     image_path=image_path,
                     run_id=context.run_id,
+                    context=context,
+                    asset_keys=[context.asset_key],
                     keep=()
                     if tiling
                     else TILE_EMBEDDING_COLUMNS
@@ -118,6 +122,10 @@ class Slide2vecIOManager(ConfigurableIOManager):
                     else TILING_COLUMNS,
                     withdraw_files=withdraw_files,
                 ) from exc
+        for value in _partition_values(context, obj).values():
+            if isinstance(getattr(value, "meta", None), dict):
+                # What `slide2vec-dagster lineage <file>` prints, next to the materialisation in the UI.
+                metadata.update(metadata_facts(value.meta))
         context.add_output_metadata(metadata)
 
     def _update_row(self, context: OutputContext, layout: OutputLayout, *args: Any, **kwargs: Any) -> dict[str, Any]:
@@ -136,6 +144,8 @@ class Slide2vecIOManager(ConfigurableIOManager):
         write_config_yaml(layout.config_yaml, self._platform().config().resolved_pipeline(pipeline))
         if outcome.status == "done":
             write_coordinates(npz, meta, outcome.coordinates, outcome.meta)
+        elif outcome.refresh_sidecar:
+            refresh_sidecar(meta, outcome.meta)
         mask_png, tiling_png = layout.mask_preview(sample_id), layout.tiling_preview(sample_id)
         repaired = self._update_row(
             context,
@@ -162,6 +172,7 @@ class Slide2vecIOManager(ConfigurableIOManager):
         self, context: OutputContext, pipeline: str, layout: OutputLayout, outcome: EmbeddingOutcome
     ) -> dict[str, Any]:
         output_format = outcome.meta["format"]
+        reused = self._reused_coordinates_row(layout, outcome)
         payload = layout.embedding_payload(outcome.kind, outcome.sample_id, output_format)
         meta = layout.embedding_meta(outcome.kind, outcome.sample_id)
         write_config_yaml(layout.config_yaml, self._platform().config().resolved_pipeline(pipeline))
@@ -176,11 +187,40 @@ class Slide2vecIOManager(ConfigurableIOManager):
             encoder_name=outcome.meta["encoder_name"],
             feature_path=payload,
             run_id=context.run_id,
+            **reused,
         )
         return {"payload": MetadataValue.path(str(payload)), "meta": MetadataValue.path(str(meta)), **repaired}
 
+    def _reused_coordinates_row(self, layout: OutputLayout, outcome: Any) -> dict[str, Any]:
+        """For a pipeline that reuses coordinates: copy ours into its tiles/ (before the payload lands) and
+        give the process_list row its tiling columns; slide2vec 7.1's files are referenced, not copied."""
+        meta = outcome.meta
+        if "coordinates_source" not in meta and outcome.coordinates_copy is None:
+            return {}
+        copy = outcome.coordinates_copy
+        if copy is not None:
+            sid = outcome.sample_id
+            npz, sidecar = layout.coordinates_npz(sid), layout.coordinates_meta(sid)
+            recorded = None
+            if npz.exists() and sidecar.exists():
+                with contextlib.suppress(OSError, ValueError):
+                    recorded = read_meta(sidecar).get("artifact", {}).get("inputs_fingerprint")
+            if recorded != copy.meta["artifact"]["inputs_fingerprint"]:
+                copied = {**copy.meta, "artifact": {**copy.meta["artifact"], "reused_from": str(copy.meta_path)}}
+                arrays = copy.arrays
+                write_coordinates(
+                    npz, sidecar, Coordinates(arrays["x"], arrays["y"], arrays["tissue_fractions"]), copied
+                )
+            return {"num_tiles": len(copy.arrays["x"]), "coordinates_npz_path": npz, "image_path": meta["image_path"]}
+        return {
+            "num_tiles": meta.get("num_regions", meta.get("num_tiles", "")),
+            "coordinates_npz_path": meta.get("coordinates_npz_path", ""),
+            "image_path": meta["image_path"],
+        }
+
     def _write_slide(self, context: OutputContext, layout: OutputLayout, outcome: SlideOutcome) -> dict[str, Any]:
         sample_id, output_format = outcome.sample_id, outcome.meta["format"]
+        reused = self._reused_coordinates_row(layout, outcome)
         payload = layout.embedding_payload(SLIDE_KIND, sample_id, output_format)
         meta = layout.embedding_meta(SLIDE_KIND, sample_id)
         if outcome.status == "done":
@@ -193,7 +233,7 @@ class Slide2vecIOManager(ConfigurableIOManager):
                 layout.slide_latents(sample_id, output_format),
                 outcome.latents,
             )
-        repaired = self._update_row(context, layout, sample_id, outcome.status, slide_feature_path=payload)
+        repaired = self._update_row(context, layout, sample_id, outcome.status, slide_feature_path=payload, **reused)
         return {"payload": MetadataValue.path(str(payload)), "meta": MetadataValue.path(str(meta)), **repaired}
 
     def _describe_latents(self, layout: OutputLayout, outcome: SlideOutcome) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from dagster import (
     AssetCheckSeverity,
     AssetDep,
     AssetExecutionContext,
+    AssetObservation,
     AssetsDefinition,
     BackfillPolicy,
     Failure,
@@ -33,10 +34,12 @@ from slide2vec_dagster.defs.asset_keys import patient_asset_key, slide_level_ups
 from slide2vec_dagster.defs.partitions import patient_partitions
 from slide2vec_dagster.defs.resources import PlatformResource
 from slide2vec_dagster.defs.slide_assets import slide_output_dim, vector_check_specs
-from slide2vec_dagster.defs.slide_runs import tag_worker, the_slide_of
+from slide2vec_dagster.defs.slide_runs import retry_policy, tag_worker, the_slide_of
 from slide2vec_dagster.defs.tiling_assets import IO_MANAGER_KEY
 from slide2vec_dagster.encoders import get_slide_spec
+from slide2vec_dagster.failures import classify
 from slide2vec_dagster.layout import PATIENT_KIND
+from slide2vec_dagster.provenance import sidecar_lineage
 from slide2vec_dagster.slide_level import embed_patient, patient_inputs
 
 
@@ -62,15 +65,17 @@ def build_patient_asset(pipeline: str, config: PlatformConfig) -> AssetsDefiniti
     assert key is not None
     dim = patient_output_dim(config, pipeline)
     spec = get_slide_spec(model.patient_encoder, level="patient")
+    upstream = slide_level_upstream(pipeline, config)
 
     @asset(
         key=key,
-        deps=[AssetDep(slide_level_upstream(pipeline, config), partition_mapping=AllPartitionMapping())],
+        deps=[AssetDep(upstream, partition_mapping=AllPartitionMapping())] if upstream else [],
         partitions_def=patient_partitions,
         io_manager_key=IO_MANAGER_KEY,
         group_name=pipeline,
         code_version=pipeline_config.patient_fingerprint(),
         backfill_policy=BackfillPolicy.multi_run(1),
+        retry_policy=retry_policy(config),
         check_specs=vector_check_specs(key, patient_partitions),
         kinds={"pytorch"},
         description=f"{spec.name} ({dim}-d) embedding of each patient's slides (manifest order): "
@@ -89,12 +94,18 @@ def build_patient_asset(pipeline: str, config: PlatformConfig) -> AssetsDefiniti
             members = platform.patient_members(patient_id)
             rows = process_list.read_rows(layout.process_list)
             inputs = patient_inputs(patient_id, members, current, layout, rows)
-            outcome = embed_patient(inputs, members, current, layout, run_id=context.run_id)
+            lineage = sidecar_lineage(pipeline, platform.config().resolved_pipeline(pipeline))
+            outcome = embed_patient(inputs, members, current, layout, run_id=context.run_id, lineage=lineage)
         except Exception as exc:
-            error = process_list.format_error(exc)
+            kind = classify(exc, model.batch_size)
+            error = process_list.format_error(exc) + (f" ({kind.hint})" if kind.hint else "")
+            metadata = {"patient_id": patient_id, "error": error, "failure_kind": kind.kind}
+            # Patients have no process_list row: the error goes on the partition, where the UI shows it.
+            context.log_event(
+                AssetObservation(asset_key=key, partition=patient_id, metadata={"status": "failed", **metadata})
+            )
             raise Failure(
-                description=f"patient {patient_id!r}: {error}",
-                metadata={"patient_id": patient_id, "error": error},
+                description=f"patient {patient_id!r}: {error}", metadata=metadata, allow_retries=kind.retry
             ) from exc
         context.log.info(
             f"{patient_id}: {outcome.status}, {len(inputs.included)} slide(s) in, {len(inputs.excluded)} left out"

@@ -5,7 +5,6 @@ import json
 from pathlib import Path
 
 from dagster import (
-    AssetSelection,
     DefaultSensorStatus,
     RunRequest,
     SensorDefinition,
@@ -14,28 +13,28 @@ from dagster import (
     SkipReason,
     sensor,
 )
+from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from slide2vec_dagster.artifacts.process_list import read_rows
 from slide2vec_dagster.config import PlatformConfig
-from slide2vec_dagster.defs.asset_keys import patient_asset_key, pipeline_asset_keys
+from slide2vec_dagster.defs.asset_keys import patient_asset_key
 from slide2vec_dagster.defs.partitions import patient_partitions, sample_partitions, unregistered
 from slide2vec_dagster.defs.resources import PlatformResource, manifest_stamps
 from slide2vec_dagster.defs.slide_runs import mark_orphaned_runs
+from slide2vec_dagster.defs.slides_asset import changed_slide_observations
 from slide2vec_dagster.manifest import inspect_manifest, read_manifests
 from slide2vec_dagster.slide_level import patient_inputs, recorded_inputs_key
 
 
-def build_cohort_sensor(config: PlatformConfig) -> SensorDefinition:
-    every_asset = [key for pipeline in config.pipelines for key in pipeline_asset_keys(pipeline, config)]
-
+def build_cohort_sensor(config: PlatformConfig, jobs: list[UnresolvedAssetJobDefinition]) -> SensorDefinition:
     @sensor(
         name="cohort_sensor",
-        # The daemon only launches run requests whose assets fall inside the sensor's target.
-        target=AssetSelection.assets(*every_asset),
+        # Runs show under the pipeline's named job (the daemon launches only requests for its targets).
+        jobs=jobs,
         minimum_interval_seconds=config.execution.sensor_interval_seconds,
         default_status=DefaultSensorStatus.RUNNING,
-        description="Registers new sample_id / patient_id partitions from the configured manifests and "
-        "requests the tiling of every new slide for every pipeline.",
+        description="Registers new sample_id / patient_id partitions from the configured manifests, observes "
+        "new and changed slides (their data version), and requests every new slide's run for every pipeline.",
     )
     def cohort_sensor(context: SensorEvaluationContext) -> SensorResult | SkipReason:
         orphans = mark_orphaned_runs(context.instance)
@@ -51,12 +50,12 @@ def build_cohort_sensor(config: PlatformConfig) -> SensorDefinition:
         new_samples, new_patients = unregistered(context.instance, slides)
         run_requests = [
             RunRequest(
-                run_key=f"{pipeline}:{sample_id}",
+                run_key=f"{job.name}:{sample_id}",
+                job_name=job.name,
                 partition_key=sample_id,
-                asset_selection=pipeline_asset_keys(pipeline, config),
-                tags={"slide2vec/pipeline": pipeline, "slide2vec/trigger": "new_slide"},
+                tags={"slide2vec/pipeline": job.name[: -len("_job")], "slide2vec/trigger": "new_slide"},
             )
-            for pipeline in config.pipelines
+            for job in jobs
             for sample_id in new_samples
         ]
         requests = []
@@ -64,8 +63,16 @@ def build_cohort_sensor(config: PlatformConfig) -> SensorDefinition:
             requests.append(sample_partitions.build_add_request(new_samples))
         if new_patients:
             requests.append(patient_partitions.build_add_request(new_patients))
-        context.log.info(f"{len(new_samples)} new slide(s), {len(new_patients)} new patient(s)")
-        return SensorResult(run_requests=run_requests, dynamic_partitions_requests=requests, cursor=stamps)
+        # New rows and edited rows (a new spacing, a replaced file): their slides' data versions.
+        registered = set(context.instance.get_dynamic_partitions(sample_partitions.name)) | set(new_samples)
+        observations = changed_slide_observations(context.instance, slides.values(), registered)
+        context.log.info(
+            f"{len(new_samples)} new slide(s), {len(new_patients)} new patient(s), "
+            f"{len(observations)} slide(s) observed with a new data version"
+        )
+        return SensorResult(
+            run_requests=run_requests, dynamic_partitions_requests=requests, asset_events=observations, cursor=stamps
+        )
 
     return cohort_sensor
 
@@ -78,17 +85,16 @@ def _stat(path: Path) -> list[int]:
         return [-1, -1]
 
 
-def build_patient_sensor(config: PlatformConfig) -> SensorDefinition | None:
+def build_patient_sensor(config: PlatformConfig, jobs: list[UnresolvedAssetJobDefinition]) -> SensorDefinition | None:
     """Requests a patient's embedding once all its slides are done or failed, and again when a slide is
     added to it or one of its slides' embeddings changes. Membership comes from the manifests."""
     pipelines = [p for p in config.pipelines if patient_asset_key(p, config) is not None]
     if not pipelines:
         return None
-    targets = [patient_asset_key(p, config) for p in pipelines]
 
     @sensor(
         name="patient_sensor",
-        target=AssetSelection.assets(*targets),
+        jobs=jobs,
         minimum_interval_seconds=config.execution.sensor_interval_seconds,
         default_status=DefaultSensorStatus.RUNNING,
         description="Requests patient embeddings whose slides are all done or failed and whose inputs changed "
@@ -128,8 +134,8 @@ def build_patient_sensor(config: PlatformConfig) -> SensorDefinition | None:
                 run_requests.append(
                     RunRequest(
                         run_key=f"{pipeline}:patient:{patient_id}:{inputs.key}",
+                        job_name=f"{pipeline}_patients_job",
                         partition_key=patient_id,
-                        asset_selection=[patient_asset_key(pipeline, config)],
                         tags={"slide2vec/pipeline": pipeline, "slide2vec/trigger": "patient_inputs_changed"},
                     )
                 )

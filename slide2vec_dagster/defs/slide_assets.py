@@ -28,13 +28,15 @@ from slide2vec_dagster.artifacts.embeddings import VECTOR_CHECKS, EmbeddingCheck
 from slide2vec_dagster.artifacts.process_list import TILE_EMBEDDING_COLUMNS
 from slide2vec_dagster.artifacts.slide_state import slide_level_files
 from slide2vec_dagster.config import PlatformConfig
-from slide2vec_dagster.defs.asset_keys import LATENTS, embedding_asset_key, slide_asset_keys
+from slide2vec_dagster.defs.asset_keys import LATENTS, coordinates_key, embedding_asset_key, slide_asset_keys
 from slide2vec_dagster.defs.partitions import sample_partitions
 from slide2vec_dagster.defs.resources import PlatformResource
-from slide2vec_dagster.defs.slide_runs import fail_slide, slide_step
+from slide2vec_dagster.defs.slide_runs import coordinates_of, fail_slide, retry_policy, slide_step
+from slide2vec_dagster.defs.slides_asset import SLIDES_KEY
 from slide2vec_dagster.defs.tiling_assets import IO_MANAGER_KEY
 from slide2vec_dagster.encoders import get_slide_spec, get_spec
 from slide2vec_dagster.layout import SLIDE_KIND, OutputLayout
+from slide2vec_dagster.provenance import sidecar_lineage
 from slide2vec_dagster.slide_level import ZeroTilesError, embed_slide
 
 VECTOR_CHECK_DESCRIPTIONS = {
@@ -90,7 +92,9 @@ def build_slide_assets(pipeline: str, config: PlatformConfig) -> AssetsDefinitio
         )
         for key in keys
     }
-    ins = {"coordinates": AssetIn(key=AssetKey([pipeline, "coordinates"]))}
+    own = coordinates_key(pipeline, config)
+    reused_pipeline = pipeline_config.reuse_pipeline
+    ins = {"coordinates": AssetIn(key=own)} if own is not None and reused_pipeline is None else {}
     tile_key = embedding_asset_key(pipeline, config)
     if tile_key is not None:
         ins["tile_embeddings"] = AssetIn(key=tile_key)
@@ -108,13 +112,17 @@ def build_slide_assets(pipeline: str, config: PlatformConfig) -> AssetsDefinitio
             withdraw_when=_zero_tiles_withdraw,
         ) as step:
             assert step.entry is not None
+            current = platform.config().pipelines[pipeline]
+            source = coordinates_of(step, current, coordinates)
             outcome = embed_slide(
                 step.entry,
-                platform.config().pipelines[pipeline],
+                current,
                 step.layout,
-                coordinates,
+                source.pair,
                 tile_features=tile_embeddings[0] if tile_embeddings is not None else None,
                 run_id=context.run_id,
+                source=source,
+                lineage=sidecar_lineage(pipeline, platform.config().resolved_pipeline(pipeline)),
             )
         sample_id, layout = step.sample_id, step.layout
         context.log.info(f"{sample_id}: slide embedding {outcome.status} ({spec.name}, {outcome.seconds:.1f} s)")
@@ -143,6 +151,8 @@ def build_slide_assets(pipeline: str, config: PlatformConfig) -> AssetsDefinitio
                 problem,
                 image_path=outcome.meta.get("image_path"),
                 run_id=context.run_id,
+                context=context,
+                asset_keys=[slide_key],
                 keep=TILE_EMBEDDING_COLUMNS,
                 withdraw_files=slide_level_files(layout, sample_id),
             )
@@ -170,13 +180,17 @@ def build_slide_assets(pipeline: str, config: PlatformConfig) -> AssetsDefinitio
         name=f"{pipeline}__slide",
         outs=outs,
         ins=ins,
+        deps=[AssetKey([reused_pipeline, "coordinates"]), SLIDES_KEY]
+        if reused_pipeline and tile_key is None
+        else [SLIDES_KEY],
         partitions_def=sample_partitions,
         backfill_policy=BackfillPolicy.multi_run(1),
+        retry_policy=retry_policy(config),
         check_specs=vector_check_specs(slide_key, sample_partitions),
         op_tags={"slide2vec/pipeline": pipeline},
     )
-    # Dagster reads the inputs from the signature: one with the tile embeddings, one without.
-    if tile_key is not None:
+    # Dagster reads the inputs from the signature: one per combination of coordinates / tile embeddings.
+    if "coordinates" in ins and tile_key is not None:
 
         def slide_from_tiles(
             context: AssetExecutionContext, platform: PlatformResource, coordinates: Any, tile_embeddings: Any
@@ -184,10 +198,26 @@ def build_slide_assets(pipeline: str, config: PlatformConfig) -> AssetsDefinitio
             yield from body(context, platform, coordinates, tile_embeddings)
 
         return decorate(slide_from_tiles)
+    if "coordinates" in ins:
 
-    def slide(
-        context: AssetExecutionContext, platform: PlatformResource, coordinates: Any
+        def slide(
+            context: AssetExecutionContext, platform: PlatformResource, coordinates: Any
+        ) -> Iterator[Output[Any] | AssetCheckResult]:
+            yield from body(context, platform, coordinates, None)
+
+        return decorate(slide)
+    if tile_key is not None:
+
+        def slide_from_tiles_of_reused_coordinates(
+            context: AssetExecutionContext, platform: PlatformResource, tile_embeddings: Any
+        ) -> Iterator[Output[Any] | AssetCheckResult]:
+            yield from body(context, platform, None, tile_embeddings)
+
+        return decorate(slide_from_tiles_of_reused_coordinates)
+
+    def slide_of_reused_coordinates(
+        context: AssetExecutionContext, platform: PlatformResource
     ) -> Iterator[Output[Any] | AssetCheckResult]:
-        yield from body(context, platform, coordinates, None)
+        yield from body(context, platform, None, None)
 
-    return decorate(slide)
+    return decorate(slide_of_reused_coordinates)

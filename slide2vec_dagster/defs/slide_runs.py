@@ -10,17 +10,34 @@ import socket
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from dagster import AssetExecutionContext, DagsterInstance, DagsterRunStatus, Failure, MetadataValue, RunsFilter
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    AssetObservation,
+    Backoff,
+    DagsterInstance,
+    DagsterRunStatus,
+    Failure,
+    Jitter,
+    MetadataValue,
+    RetryPolicy,
+    RunsFilter,
+)
 
 from slide2vec_dagster.artifacts import process_list
 from slide2vec_dagster.artifacts.config_file import write_config_yaml
 from slide2vec_dagster.artifacts.slide_state import begin_slide, record_failure
+from slide2vec_dagster.config import PipelineConfig, PlatformConfig
+from slide2vec_dagster.coordinates_source import SlideCoordinates, own_coordinates, reused_coordinates
 from slide2vec_dagster.defs.resources import PlatformResource
+from slide2vec_dagster.failures import FailureKind, classify
 from slide2vec_dagster.layout import OutputLayout
 from slide2vec_dagster.manifest import SlideEntry
 
 PID_TAG = "slide2vec/pid"
+
 HOST_TAG = "slide2vec/host"
 
 
@@ -37,12 +54,16 @@ def the_slide_of(context: AssetExecutionContext, what: str = "slide") -> str:
     return keys[0]
 
 
-def _with_context(error: str, sample_id: str, image_path: str | Path | None) -> str:
-    """Messages from deep inside a library may not say which slide they are about: add it."""
+def _with_context(error: str, sample_id: str, image_path: str | Path | None, kind: FailureKind) -> str:
+    """Messages from deep inside a library may not say which slide they are about, or what to do: add it."""
+    if kind.hint:
+        error = f"{error} ({kind.hint})"
     if sample_id in error or (image_path and str(image_path) in error):
         return error
     where = f"sample {sample_id!r}" + (f", slide {image_path}" if image_path else "")
-    return f"{error} ({where}; if the slide is intact, report this message with the run id)"
+    if kind.kind == "other":
+        where += "; if the slide is intact, report this message with the run id"
+    return f"{error} ({where})"
 
 
 def fail_slide(
@@ -56,11 +77,19 @@ def fail_slide(
     run_id: str,
     keep: tuple[str, ...] = (),
     withdraw_files: Iterable[Path] = (),
-    allow_retries: bool = False,
+    context: Any = None,
+    asset_keys: Iterable[AssetKey] = (),
 ) -> Failure:
-    """Record ``exc`` as the slide's ``failed`` row (withdrawing ``withdraw_files``) and return the
-    Failure that fails its partition. Never raises: a broken process list is reported, not raised."""
-    error = _with_context(process_list.format_error(exc), sample_id, image_path)
+    """Record ``exc`` as the slide's ``failed`` row (withdrawing ``withdraw_files``), show it on the
+    partition of each of ``asset_keys`` in the UI, and return the Failure that fails the partition: retried
+    with backoff for transient I/O errors, never for bad input. Never raises: a broken process list is
+    reported, not raised."""
+    batch_size = None
+    with contextlib.suppress(Exception):
+        model = platform.config().pipelines[pipeline].model
+        batch_size = model.batch_size if model else None
+    kind = classify(exc, batch_size)
+    error = _with_context(process_list.format_error(exc), sample_id, image_path, kind)
     notes: list[str] = []
     process_list_path = ""
     try:
@@ -73,15 +102,22 @@ def fail_slide(
         )
     except Exception as recording_error:  # e.g. the config itself became unreadable mid-run
         notes.append(f"could not record the failure: {process_list.format_error(recording_error)}")
-    metadata: dict[str, object] = {"sample_id": sample_id, "step": step, "error": error}
+    metadata: dict[str, Any] = {"sample_id": sample_id, "step": step, "error": error, "failure_kind": kind.kind}
     if process_list_path:
         metadata["process_list"] = MetadataValue.path(process_list_path)
     if notes:
         metadata["notes"] = "; ".join(notes)
+    if context is not None:
+        # The run log is not where people look: put the error on the partition itself.
+        for key in asset_keys:
+            with contextlib.suppress(Exception):
+                context.log_event(
+                    AssetObservation(asset_key=key, partition=sample_id, metadata={"status": "failed", **metadata})
+                )
     return Failure(
         description=f"sample {sample_id!r}: {step} failed: {error}",
         metadata=metadata,
-        allow_retries=allow_retries,
+        allow_retries=kind.retry,
     )
 
 
@@ -134,6 +170,8 @@ def slide_step(
             run_id=context.run_id,
             keep=keep,
             withdraw_files=withdraw,
+            context=context,
+            asset_keys=context.selected_asset_keys,
         ) from exc
 
 
@@ -165,3 +203,23 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def coordinates_of(step: SlideStep, pipeline: PipelineConfig, loaded: Any) -> SlideCoordinates:
+    """The slide's coordinates for an embedding step: the loaded input (own tiling), or the folder the
+    pipeline reuses (another pipeline's, or one written earlier, checked against the pipeline's tiling)."""
+    if pipeline.reuse_dir is not None:
+        return reused_coordinates(pipeline, step.sample_id)
+    return own_coordinates(step.layout, step.sample_id, loaded)
+
+
+def retry_policy(config: PlatformConfig) -> RetryPolicy:
+    """Transient I/O errors (EIO, ETIMEDOUT, ESTALE, ...) are retried with backoff; bad input never is (its
+    Failure says allow_retries=False, which Dagster honours over the policy)."""
+    execution = config.execution
+    return RetryPolicy(
+        max_retries=execution.max_retries,
+        delay=execution.retry_delay_seconds,
+        backoff=Backoff.EXPONENTIAL,
+        jitter=Jitter.PLUS_MINUS,
+    )

@@ -20,7 +20,9 @@ from slide2vec_dagster.config import PlatformConfig
 from slide2vec_dagster.defs.asset_keys import tiling_asset_keys
 from slide2vec_dagster.defs.partitions import sample_partitions
 from slide2vec_dagster.defs.resources import PlatformResource
-from slide2vec_dagster.defs.slide_runs import slide_step
+from slide2vec_dagster.defs.slide_runs import retry_policy, slide_step
+from slide2vec_dagster.defs.slides_asset import SLIDES_KEY
+from slide2vec_dagster.provenance import sidecar_lineage
 from slide2vec_dagster.slide_tiling import describe, tile_sample, warnings_of
 
 IO_MANAGER_KEY = "slide2vec_io"
@@ -49,16 +51,22 @@ def build_tiling_assets(pipeline: str, config: PlatformConfig) -> AssetsDefiniti
     @multi_asset(
         name=f"{pipeline}__tiling",
         outs=outs,
+        # The slide file (and its manifest row) is the upstream: a changed one makes these stale in the UI.
+        deps=[SLIDES_KEY],
         partitions_def=sample_partitions,
         can_subset=True,
         # One slide per run: a bad slide fails its own run and partition, never its neighbours'.
         backfill_policy=BackfillPolicy.multi_run(1),
+        retry_policy=retry_policy(config),
         op_tags={"slide2vec/pipeline": pipeline},
     )
     def tiling(context: AssetExecutionContext, platform: PlatformResource) -> Iterator[Output[Any]]:
         with slide_step(context, platform, pipeline, "tiling") as step:
             assert step.entry is not None
-            outcome = tile_sample(step.entry, platform.config().pipelines[pipeline], step.layout, run_id=context.run_id)
+            lineage = sidecar_lineage(pipeline, platform.config().resolved_pipeline(pipeline))
+            outcome = tile_sample(
+                step.entry, platform.config().pipelines[pipeline], step.layout, run_id=context.run_id, lineage=lineage
+            )
         sample_id, layout, entry = step.sample_id, step.layout, step.entry
         context.log.info(
             f"{sample_id}: {outcome.status}, {outcome.n_tiles} tiles with the {describe(outcome)['backend']} reader"
