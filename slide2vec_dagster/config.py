@@ -186,6 +186,11 @@ class PipelineConfig(BaseModel):
         return self._reuse_pipeline
 
     @property
+    def embedding_kind(self) -> str:
+        """``tile_embeddings`` or ``hierarchical_embeddings`` (region_tile_multiple set)."""
+        return "hierarchical_embeddings" if self.is_hierarchical else "tile_embeddings"
+
+    @property
     def is_hierarchical(self) -> bool:
         return self.tiling.params.is_hierarchical
 

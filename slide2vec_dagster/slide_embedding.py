@@ -48,7 +48,7 @@ class EmbeddingOutcome:
 
 
 def embedding_kind(pipeline: PipelineConfig) -> str:
-    return "hierarchical_embeddings" if pipeline.is_hierarchical else "tile_embeddings"
+    return pipeline.embedding_kind
 
 
 def resolve_device(requested: str) -> str:

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from slide2vec_dagster.artifacts import atomic
+from slide2vec_dagster.check_names import EMBEDDING_CHECKS, VECTOR_CHECKS  # noqa: F401  (re-exported)
 
 FEATURE_DTYPES = {torch.float16: "fp16", torch.float32: "fp32"}
 
@@ -115,14 +116,6 @@ class CheckOutcome:
     description: str
 
 
-EMBEDDING_CHECKS = (
-    "rows_match_coordinates",
-    "all_finite",
-    "feature_dim_matches_registry",
-    "dtype_matches_feature_dtype",
-)
-
-
 def verify_embedding(
     payload_path: Path, meta_path: Path, n_coordinates: int, expected_dim: int, tiles_per_region: int | None = None
 ) -> list[CheckOutcome]:
@@ -154,14 +147,6 @@ def verify_embedding(
             f"payload dtype {stored}, sidecar feature_dtype {meta.get('feature_dtype')}",
         ),
     ]
-
-
-VECTOR_CHECKS = (
-    "shape_is_one_vector",
-    "all_finite",
-    "feature_dim_matches_registry",
-    "dtype_matches_feature_dtype",
-)
 
 
 def verify_vector(payload_path: Path, meta_path: Path, expected_dim: int) -> list[CheckOutcome]:

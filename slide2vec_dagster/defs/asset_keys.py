@@ -4,7 +4,6 @@ from dagster import AssetKey
 
 from slide2vec_dagster.config import PlatformConfig
 from slide2vec_dagster.layout import PATIENT_KIND, SLIDE_KIND
-from slide2vec_dagster.slide_embedding import embedding_kind
 
 LATENTS = "slide_latents"
 
@@ -24,7 +23,7 @@ def embedding_asset_key(pipeline: str, config: PlatformConfig) -> AssetKey | Non
     """``P/tile_embeddings`` or ``P/hierarchical_embeddings`` when the pipeline writes them: always for tile
     models, with ``save_tile_embeddings`` for slide and patient models (slide2vec's default: not)."""
     pipeline_config = config.pipelines[pipeline]
-    return AssetKey([pipeline, embedding_kind(pipeline_config)]) if pipeline_config.writes_tile_embeddings else None
+    return AssetKey([pipeline, pipeline_config.embedding_kind]) if pipeline_config.writes_tile_embeddings else None
 
 
 def slide_asset_keys(pipeline: str, config: PlatformConfig) -> list[AssetKey]:

@@ -18,9 +18,9 @@ from dagster import (
     asset,
 )
 
-from slide2vec_dagster.artifacts.embeddings import EMBEDDING_CHECKS, EmbeddingCheckError, verify_embedding
 from slide2vec_dagster.artifacts.process_list import TILING_COLUMNS
 from slide2vec_dagster.artifacts.slide_state import embedding_files
+from slide2vec_dagster.check_names import EMBEDDING_CHECKS
 from slide2vec_dagster.config import PlatformConfig
 from slide2vec_dagster.defs.asset_keys import coordinates_key, embedding_asset_key
 from slide2vec_dagster.defs.partitions import sample_partitions
@@ -30,7 +30,6 @@ from slide2vec_dagster.defs.slides_asset import SLIDES_KEY
 from slide2vec_dagster.defs.tiling_assets import IO_MANAGER_KEY
 from slide2vec_dagster.encoders import get_spec
 from slide2vec_dagster.provenance import sidecar_lineage
-from slide2vec_dagster.slide_embedding import embed_sample, tile_encoder_name
 
 CHECK_DESCRIPTIONS = {
     "rows_match_coordinates": "one payload row per row of the coordinates npz (regions x subtiles when hierarchical)",
@@ -44,7 +43,7 @@ def build_embedding_asset(pipeline: str, config: PlatformConfig) -> AssetsDefini
     pipeline_config = config.pipelines[pipeline]
     key = embedding_asset_key(pipeline, config)
     assert key is not None and pipeline_config.model is not None
-    spec = get_spec(tile_encoder_name(pipeline_config))
+    spec = get_spec(pipeline_config.model.tile_encoder or pipeline_config.model.name)
     feature_dim = spec.feature_dim(pipeline_config.model.variant)
     multiple = pipeline_config.region_tile_multiple
 
@@ -80,6 +79,10 @@ def build_embedding_asset(pipeline: str, config: PlatformConfig) -> AssetsDefini
     def body(
         context: AssetExecutionContext, platform: PlatformResource, coordinates: Any
     ) -> Iterator[Output[Any] | AssetCheckResult]:
+        # Imported in the step: the code location loads without torch (the steps' workers import it once).
+        from slide2vec_dagster.artifacts.embeddings import EmbeddingCheckError, verify_embedding
+        from slide2vec_dagster.slide_embedding import embed_sample
+
         # A failure here keeps the row's tiling columns: they describe this run's (or a reused) tiling.
         with slide_step(context, platform, pipeline, "embedding", keep=TILING_COLUMNS) as step:
             assert step.entry is not None

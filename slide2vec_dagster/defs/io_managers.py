@@ -7,17 +7,14 @@ config and every path from ``OutputLayout``. Writes go through ``slide2vec_dagst
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from dagster import ConfigurableIOManager, Failure, InputContext, MetadataValue, OutputContext
-from PIL import Image
 
 from slide2vec_dagster.artifacts import process_list
 from slide2vec_dagster.artifacts.config_file import write_config_yaml
 from slide2vec_dagster.artifacts.coordinates import Coordinates, read_coordinates, refresh_sidecar, write_coordinates
-from slide2vec_dagster.artifacts.embeddings import read_embedding, read_meta, write_embedding, write_slide_embedding
-from slide2vec_dagster.artifacts.previews import thumbnail_markdown, write_png
 from slide2vec_dagster.artifacts.process_list import TILE_EMBEDDING_COLUMNS, TILING_COLUMNS, format_error
 from slide2vec_dagster.artifacts.slide_state import (
     downstream_of_tiling,
@@ -33,9 +30,43 @@ from slide2vec_dagster.defs.resources import PlatformResource
 from slide2vec_dagster.defs.slide_runs import fail_slide
 from slide2vec_dagster.layout import EMBEDDING_KINDS, PATIENT_KIND, PREVIEW_ARTIFACTS, SLIDE_KIND, OutputLayout
 from slide2vec_dagster.provenance import metadata_facts
-from slide2vec_dagster.slide_embedding import EmbeddingOutcome
-from slide2vec_dagster.slide_level import PatientOutcome, SlideOutcome
-from slide2vec_dagster.slide_tiling import TilingOutcome
+
+if TYPE_CHECKING:
+    from slide2vec_dagster.slide_embedding import EmbeddingOutcome
+    from slide2vec_dagster.slide_level import PatientOutcome, SlideOutcome
+    from slide2vec_dagster.slide_tiling import TilingOutcome
+
+
+# The writers that need torch or PIL are imported when first used, so the code location loads light.
+def write_embedding(*args: Any, **kwargs: Any) -> None:
+    from slide2vec_dagster.artifacts.embeddings import write_embedding as write
+
+    write(*args, **kwargs)
+
+
+def write_slide_embedding(*args: Any, **kwargs: Any) -> None:
+    from slide2vec_dagster.artifacts.embeddings import write_slide_embedding as write
+
+    write(*args, **kwargs)
+
+
+def read_embedding(path: Any) -> Any:
+    from slide2vec_dagster.artifacts.embeddings import read_embedding as read
+
+    return read(path)
+
+
+def read_meta(path: Any) -> dict[str, Any]:
+    from slide2vec_dagster.artifacts.embeddings import read_meta as read
+
+    return read(path)
+
+
+def _png(path: Any) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
 
 
 def _partition_keys(context: OutputContext | InputContext) -> list[str]:
@@ -255,10 +286,11 @@ class Slide2vecIOManager(ConfigurableIOManager):
     def _write_preview(
         self, layout: OutputLayout, artifact: str, sample_id: str, rgb: np.ndarray | None
     ) -> dict[str, Any]:
+        from slide2vec_dagster.artifacts.previews import thumbnail_markdown, write_png
+
         path = layout.preview(artifact, sample_id)
         if rgb is None:  # skipped slide: the preview on disk is current
-            with Image.open(path) as image:
-                rgb = np.asarray(image.convert("RGB"))
+            rgb = _png(path)
         else:
             write_png(path, rgb)
         return {
@@ -276,9 +308,7 @@ class Slide2vecIOManager(ConfigurableIOManager):
                     layout.coordinates_npz(sample_id), layout.coordinates_meta(sample_id)
                 )
             elif artifact in PREVIEW_ARTIFACTS:
-                path = layout.preview(artifact, sample_id)
-                with Image.open(path) as image:
-                    loaded[sample_id] = np.asarray(image.convert("RGB"))
+                loaded[sample_id] = _png(layout.preview(artifact, sample_id))
             elif artifact in EMBEDDING_KINDS:
                 meta = read_meta(layout.embedding_meta(artifact, sample_id))
                 payload = layout.embedding_payload(artifact, sample_id, str(meta["format"]))

@@ -27,7 +27,6 @@ from dagster import (
 )
 
 from slide2vec_dagster.artifacts import process_list
-from slide2vec_dagster.artifacts.embeddings import verify_vector
 from slide2vec_dagster.artifacts.slide_state import begin_patient, patient_files, withdraw
 from slide2vec_dagster.config import PlatformConfig
 from slide2vec_dagster.defs.asset_keys import patient_asset_key, slide_level_upstream
@@ -40,7 +39,6 @@ from slide2vec_dagster.encoders import get_slide_spec
 from slide2vec_dagster.failures import classify
 from slide2vec_dagster.layout import PATIENT_KIND
 from slide2vec_dagster.provenance import sidecar_lineage
-from slide2vec_dagster.slide_level import embed_patient, patient_inputs
 
 
 def patient_output_dim(config: PlatformConfig, pipeline: str) -> int:
@@ -85,6 +83,9 @@ def build_patient_asset(pipeline: str, config: PlatformConfig) -> AssetsDefiniti
     def patient_embeddings(
         context: AssetExecutionContext, platform: PlatformResource
     ) -> Iterator[Output[Any] | AssetCheckResult]:
+        from slide2vec_dagster.artifacts.embeddings import verify_vector
+        from slide2vec_dagster.slide_level import embed_patient, patient_inputs
+
         patient_id = the_slide_of(context, "patient")
         tag_worker(context)
         current = platform.config().pipelines[pipeline]

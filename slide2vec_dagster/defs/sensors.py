@@ -23,7 +23,6 @@ from slide2vec_dagster.defs.resources import PlatformResource, manifest_stamps
 from slide2vec_dagster.defs.slide_runs import mark_orphaned_runs
 from slide2vec_dagster.defs.slides_asset import changed_slide_observations
 from slide2vec_dagster.manifest import inspect_manifest, read_manifests
-from slide2vec_dagster.slide_level import patient_inputs, recorded_inputs_key
 
 
 def build_cohort_sensor(config: PlatformConfig, jobs: list[UnresolvedAssetJobDefinition]) -> SensorDefinition:
@@ -101,6 +100,8 @@ def build_patient_sensor(config: PlatformConfig, jobs: list[UnresolvedAssetJobDe
         "(a slide added, or a slide embedding rewritten) since the patient was last materialised.",
     )
     def patient_sensor(context: SensorEvaluationContext) -> SensorResult | SkipReason:
+        from slide2vec_dagster.slide_level import patient_inputs, recorded_inputs_key
+
         platform = PlatformResource(config_path=str(config.source_path))
         layouts = {p: platform.layout(p) for p in pipelines}
         # Every slide run rewrites its pipeline's process list: its stamp says whether anything moved.

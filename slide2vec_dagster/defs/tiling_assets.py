@@ -23,7 +23,6 @@ from slide2vec_dagster.defs.resources import PlatformResource
 from slide2vec_dagster.defs.slide_runs import retry_policy, slide_step
 from slide2vec_dagster.defs.slides_asset import SLIDES_KEY
 from slide2vec_dagster.provenance import sidecar_lineage
-from slide2vec_dagster.slide_tiling import describe, tile_sample, warnings_of
 
 IO_MANAGER_KEY = "slide2vec_io"
 DESCRIPTIONS = {
@@ -61,6 +60,8 @@ def build_tiling_assets(pipeline: str, config: PlatformConfig) -> AssetsDefiniti
         op_tags={"slide2vec/pipeline": pipeline},
     )
     def tiling(context: AssetExecutionContext, platform: PlatformResource) -> Iterator[Output[Any]]:
+        from slide2vec_dagster.slide_tiling import describe, tile_sample, warnings_of
+
         with slide_step(context, platform, pipeline, "tiling") as step:
             assert step.entry is not None
             lineage = sidecar_lineage(pipeline, platform.config().resolved_pipeline(pipeline))

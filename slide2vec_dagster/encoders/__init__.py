@@ -19,11 +19,13 @@ weight-free mean-pool baselines) have their own registry::
     out = slide(features, coords_lv0, tile_size_lv0)             # out.embedding (1280,), out.latents (512, 1280)
 """
 
+import importlib
+from typing import Any
+
+# The registries are metadata only (no torch): the Dagster code location imports them to build the asset
+# graph and validate configs. What builds or runs models is imported on first use (``__getattr__``).
 from slide2vec_dagster.encoders import presets as _presets  # noqa: F401  (registers the built-in presets)
 from slide2vec_dagster.encoders import slide_presets as _slide_presets  # noqa: F401  (slide/patient presets)
-from slide2vec_dagster.encoders.baseline import FEATURE_DIM as BASELINE_FEATURE_DIM
-from slide2vec_dagster.encoders.baseline import FEATURE_NAMES as BASELINE_FEATURE_NAMES
-from slide2vec_dagster.encoders.baseline import ColorTextureBaseline
 from slide2vec_dagster.encoders.errors import (
     EncoderConfigError,
     EncoderDependencyError,
@@ -31,32 +33,12 @@ from slide2vec_dagster.encoders.errors import (
     EncoderWeightsError,
     UnknownEncoderError,
 )
-from slide2vec_dagster.encoders.loading import (
-    WEIGHTS_CONFIG_KEY,
-    TileEncoder,
-    build_architecture,
-    load_encoder,
-    weights_help,
-)
-from slide2vec_dagster.encoders.pooling import mean_pool
 from slide2vec_dagster.encoders.precision import (
     Precision,
     autocast_context,
     normalize_precision,
     storage_dtype,
     torch_dtype,
-)
-from slide2vec_dagster.encoders.slide_loading import (
-    REVISION_CONFIG_KEY,
-    SLIDE_WEIGHTS_CONFIG_KEY,
-    TRUST_REMOTE_CODE_CONFIG_KEY,
-    PatientEncoder,
-    SlideEncoder,
-    SlideOutput,
-    load_patient_encoder,
-    load_slide_encoder,
-    remote_code_help,
-    slide_weights_help,
 )
 from slide2vec_dagster.encoders.slide_spec import (
     SLIDE2VEC_MODEL_DEFAULTS,
@@ -88,7 +70,39 @@ from slide2vec_dagster.encoders.spec import (
     register,
     unregister,
 )
-from slide2vec_dagster.encoders.transforms import TileTransform
+
+_LAZY = {
+    "BASELINE_FEATURE_DIM": ("baseline", "FEATURE_DIM"),
+    "BASELINE_FEATURE_NAMES": ("baseline", "FEATURE_NAMES"),
+    "ColorTextureBaseline": ("baseline", "ColorTextureBaseline"),
+    "WEIGHTS_CONFIG_KEY": ("loading", "WEIGHTS_CONFIG_KEY"),
+    "TileEncoder": ("loading", "TileEncoder"),
+    "build_architecture": ("loading", "build_architecture"),
+    "load_encoder": ("loading", "load_encoder"),
+    "weights_help": ("loading", "weights_help"),
+    "mean_pool": ("pooling", "mean_pool"),
+    "REVISION_CONFIG_KEY": ("slide_loading", "REVISION_CONFIG_KEY"),
+    "SLIDE_WEIGHTS_CONFIG_KEY": ("slide_loading", "SLIDE_WEIGHTS_CONFIG_KEY"),
+    "TRUST_REMOTE_CODE_CONFIG_KEY": ("slide_loading", "TRUST_REMOTE_CODE_CONFIG_KEY"),
+    "PatientEncoder": ("slide_loading", "PatientEncoder"),
+    "SlideEncoder": ("slide_loading", "SlideEncoder"),
+    "SlideOutput": ("slide_loading", "SlideOutput"),
+    "load_patient_encoder": ("slide_loading", "load_patient_encoder"),
+    "load_slide_encoder": ("slide_loading", "load_slide_encoder"),
+    "remote_code_help": ("slide_loading", "remote_code_help"),
+    "slide_weights_help": ("slide_loading", "slide_weights_help"),
+    "TileTransform": ("transforms", "TileTransform"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module, attribute = _LAZY[name]
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), attribute)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "BASELINE_FEATURE_DIM",

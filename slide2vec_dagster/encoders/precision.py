@@ -11,11 +11,12 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
-from typing import Literal
-
-import torch
+from typing import TYPE_CHECKING, Any, Literal
 
 from slide2vec_dagster.encoders.errors import EncoderConfigError
+
+if TYPE_CHECKING:
+    import torch
 
 Precision = Literal["fp32", "fp16", "bf16"]
 
@@ -34,17 +35,18 @@ _ALIASES: dict[str, Precision] = {
     "bfloat16": "bf16",
 }
 
-_TORCH_DTYPES: dict[Precision, torch.dtype] = {
-    "fp32": torch.float32,
-    "fp16": torch.float16,
-    "bf16": torch.bfloat16,
-}
+
+def _torch_dtypes() -> dict[Precision, Any]:
+    # Imported here: the registry (and so the Dagster code location) must load without torch.
+    import torch
+
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def normalize_precision(value: str | torch.dtype) -> Precision:
     """Map aliases (``float16``, ``half``, ``torch.bfloat16``…) to ``fp32`` / ``fp16`` / ``bf16``."""
-    if isinstance(value, torch.dtype):
-        for name, dtype in _TORCH_DTYPES.items():
+    if not isinstance(value, str) and type(value).__name__ == "dtype":
+        for name, dtype in _torch_dtypes().items():
             if dtype == value:
                 return name
         raise EncoderConfigError(f"Unsupported precision dtype {value}; expected float32, float16 or bfloat16.")
@@ -55,7 +57,7 @@ def normalize_precision(value: str | torch.dtype) -> Precision:
 
 
 def torch_dtype(precision: str | torch.dtype) -> torch.dtype:
-    return _TORCH_DTYPES[normalize_precision(precision)]
+    return _torch_dtypes()[normalize_precision(precision)]
 
 
 def storage_dtype(precision: str | torch.dtype, output_dtype: str | torch.dtype | None = None) -> torch.dtype:
@@ -72,8 +74,8 @@ def storage_dtype(precision: str | torch.dtype, output_dtype: str | torch.dtype 
                 "output_dtype=bf16 is not supported for stored features: use fp16 or fp32 "
                 "(bf16 compute precision is fine; its features are stored as fp32 by default)."
             )
-        return _TORCH_DTYPES[out]
-    return torch.float16 if compute == "fp16" else torch.float32
+        return _torch_dtypes()[out]
+    return _torch_dtypes()["fp16" if compute == "fp16" else "fp32"]
 
 
 def autocast_context(device: str | torch.device, precision: str | torch.dtype) -> contextlib.AbstractContextManager:
@@ -85,6 +87,8 @@ def autocast_context(device: str | torch.device, precision: str | torch.dtype) -
     a one-time warning is logged, and the *storage* dtype still follows the requested fp16 (see
     :func:`storage_dtype`), so artifacts look the same whatever the device.
     """
+    import torch
+
     compute = normalize_precision(precision)
     device_type = torch.device(device).type
     if compute == "fp32" or device_type == "meta":
@@ -92,7 +96,7 @@ def autocast_context(device: str | torch.device, precision: str | torch.dtype) -
     if compute == "fp16" and device_type == "cpu":
         _warn_fp16_cpu()
         return contextlib.nullcontext()
-    return torch.autocast(device_type=device_type, dtype=_TORCH_DTYPES[compute])
+    return torch.autocast(device_type=device_type, dtype=_torch_dtypes()[compute])
 
 
 _warned_fp16_cpu = False
@@ -108,6 +112,8 @@ def _warn_fp16_cpu() -> None:
 @contextlib.contextmanager
 def no_autocast(device: str | torch.device) -> Iterator[None]:
     """Force fp32 inside a block even if an outer autocast is active (used by the baseline encoder)."""
+    import torch
+
     device_type = torch.device(device).type
     if device_type == "meta":
         yield
