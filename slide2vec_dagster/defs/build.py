@@ -19,7 +19,7 @@ from slide2vec_dagster.defs.resources import PlatformResource
 from slide2vec_dagster.defs.schedules import build_backfill_schedule
 from slide2vec_dagster.defs.sensors import build_cohort_sensor, build_patient_sensor
 from slide2vec_dagster.defs.slide_assets import build_slide_assets
-from slide2vec_dagster.defs.slides_asset import build_slides_asset
+from slide2vec_dagster.defs.slides_asset import SLIDES_KEY, build_slides_asset
 from slide2vec_dagster.defs.tiling_assets import IO_MANAGER_KEY, build_tiling_assets
 
 
@@ -36,7 +36,8 @@ def build_definitions(config: PlatformConfig) -> Definitions:
     reusers = {p: [r for r, c in config.pipelines.items() if c.reuse_pipeline == p] for p in config.pipelines}
     jobs = []
     for pipeline in config.pipelines:
-        keys = pipeline_asset_keys(pipeline, config)
+        # The slide is observed first in each run, so what is made from it records its current version.
+        keys = [SLIDES_KEY, *pipeline_asset_keys(pipeline, config)]
         keys += [key for reuser in reusers[pipeline] for key in pipeline_asset_keys(reuser, config)]
         riders = f" (and embed them for {', '.join(reusers[pipeline])}, which reuse its coordinates)"
         jobs.append(

@@ -18,7 +18,7 @@ from dagster._core.definitions.unresolved_asset_job_definition import Unresolved
 from slide2vec_dagster.artifacts.process_list import read_rows
 from slide2vec_dagster.config import PlatformConfig
 from slide2vec_dagster.defs.asset_keys import patient_asset_key
-from slide2vec_dagster.defs.partitions import patient_partitions, sample_partitions, unregistered
+from slide2vec_dagster.defs.partitions import patient_partitions, register, sample_partitions
 from slide2vec_dagster.defs.resources import PlatformResource, manifest_stamps
 from slide2vec_dagster.defs.slide_runs import mark_orphaned_runs
 from slide2vec_dagster.defs.slides_asset import changed_slide_observations
@@ -46,7 +46,17 @@ def build_cohort_sensor(config: PlatformConfig, jobs: list[UnresolvedAssetJobDef
         # A broken manifest raises here: the tick fails with the message naming the file and row,
         # and the cursor stays put so the fixed file is read on the next tick.
         slides = read_manifests(config.manifests)
-        new_samples, new_patients = unregistered(context.instance, slides)
+        known = set(context.instance.get_dynamic_partitions(sample_partitions.name))
+        new = [sample_id for sample_id in slides if sample_id not in known]
+        # At most max_runs_per_tick new slides per tick: a tick stays short (submitting a run costs 0.1-0.4 s)
+        # and a 100,000-row manifest is taken in batches, tick after tick, in manifest order.
+        batch = new[: config.execution.max_runs_per_tick]
+        # Registered here, in chunks, rather than through the tick's partition requests: the daemon adds those
+        # one key (and query) at a time and re-checks each run request against them (benchmarks/scale.py).
+        new_samples, new_patients = register(context.instance, {sid: slides[sid] for sid in batch})
+        # Rows registered before and edited since (a new spacing, a replaced file): their data versions.
+        # A new slide's first version is recorded by its own tiling run.
+        observations = changed_slide_observations(context.instance, [slides[s] for s in known if s in slides], known)
         run_requests = [
             RunRequest(
                 run_key=f"{job.name}:{sample_id}",
@@ -57,20 +67,15 @@ def build_cohort_sensor(config: PlatformConfig, jobs: list[UnresolvedAssetJobDef
             for job in jobs
             for sample_id in new_samples
         ]
-        requests = []
-        if new_samples:
-            requests.append(sample_partitions.build_add_request(new_samples))
-        if new_patients:
-            requests.append(patient_partitions.build_add_request(new_patients))
-        # New rows and edited rows (a new spacing, a replaced file): their slides' data versions.
-        registered = set(context.instance.get_dynamic_partitions(sample_partitions.name)) | set(new_samples)
-        observations = changed_slide_observations(context.instance, slides.values(), registered)
+        left = len(new) - len(batch)
         context.log.info(
-            f"{len(new_samples)} new slide(s), {len(new_patients)} new patient(s), "
-            f"{len(observations)} slide(s) observed with a new data version"
+            f"{len(new_samples)} new slide(s), {len(new_patients)} new patient(s) registered"
+            + (f", {left} more on the next tick(s)" if left else "")
+            + f"; {len(observations)} slide(s) observed with a new data version"
         )
+        # While new rows are left, the cursor stays behind so the next tick reads the manifests again.
         return SensorResult(
-            run_requests=run_requests, dynamic_partitions_requests=requests, asset_events=observations, cursor=stamps
+            run_requests=run_requests, asset_events=observations, cursor=context.cursor if left else stamps
         )
 
     return cohort_sensor

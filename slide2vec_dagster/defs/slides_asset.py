@@ -66,10 +66,13 @@ def build_slides_asset(config: PlatformConfig):
     )
     def slides(context) -> DataVersionsByPartition:
         platform = PlatformResource(config_path=str(config.source_path))
-        registered = set(context.instance.get_dynamic_partitions(sample_partitions.name))
+        # In a slide's run (its first step), that slide; from the UI's "Observe sources", every slide.
+        wanted = set(context.partition_keys) if context.has_partition_key else None
+        if wanted is None:
+            wanted = set(context.instance.get_dynamic_partitions(sample_partitions.name))
         entries = manifest_entries(platform.config())
         return DataVersionsByPartition(
-            {e.sample_id: DataVersion(slide_data_version(e)) for e in entries if e.sample_id in registered}
+            {e.sample_id: DataVersion(slide_data_version(e)) for e in entries if e.sample_id in wanted}
         )
 
     return slides
