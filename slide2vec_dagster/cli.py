@@ -64,11 +64,13 @@ def cmd_register(args: argparse.Namespace) -> int:
     from dagster import DagsterInstance
 
     from slide2vec_dagster.defs.partitions import register
+    from slide2vec_dagster.defs.slide_runs import ensure_gpu_pool
 
     config = _load(args)
     ensure_dagster_home()
     with DagsterInstance.get() as instance:
         new_samples, new_patients = register(instance, read_manifests(config.manifests))
+        ensure_gpu_pool(instance, config)  # backfills launched from the UI find the pool sized
     print(f"registered {len(new_samples)} new sample_id and {len(new_patients)} new patient_id partition(s)")
     return 0
 
@@ -80,7 +82,7 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     from slide2vec_dagster.defs.build import build_definitions
     from slide2vec_dagster.defs.partitions import register
     from slide2vec_dagster.defs.run_results import run_outcome
-    from slide2vec_dagster.defs.slide_runs import HOST_TAG, PID_TAG, mark_orphaned_runs
+    from slide2vec_dagster.defs.slide_runs import HOST_TAG, PID_TAG, ensure_gpu_pool, mark_orphaned_runs
 
     config = _load(args)
     home = ensure_dagster_home()
@@ -106,6 +108,7 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     defs = build_definitions(config)
     failures = 0
     with DagsterInstance.get() as instance:
+        ensure_gpu_pool(instance, config)
         orphans = mark_orphaned_runs(instance)
         if orphans:
             print(f"marked {len(orphans)} run(s) failed whose process had died: {', '.join(o[:8] for o in orphans)}")
@@ -225,6 +228,37 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    """A long-lived Celery worker for one queue (by default ``dagster``: runs; ``cpu``: tiling; ``gpu``: models)."""
+    config = _load(args)  # exports the config path: the tasks' code location loads the same config
+    ensure_dagster_home()
+    if config.execution.executor != "celery":
+        print(
+            f"warning: {config.source_path} has execution.executor {config.execution.executor!r}: runs will not "
+            "send steps to Celery workers (set execution.executor: celery)",
+            file=sys.stderr,
+        )
+    if args.gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(args.gpu)
+    from slide2vec_dagster.defs.celery_app import app, let_runs_wait_on_their_steps, warm_up
+
+    celery = config.execution.celery
+    queue = args.queue or celery.run_queue
+    runs_worker = queue == celery.run_queue
+    warm_up(steps=not runs_worker)
+    if runs_worker:
+        let_runs_wait_on_their_steps()
+    # Processes, never threads: two Dagster runs in one process deadlock on the logging lock (each run
+    # reconfigures logging while the other logs). The gpu queue runs one step at a time per GPU: solo.
+    pool = "solo" if queue == celery.gpu_queue else "prefork"
+    name = f"{queue}{'' if args.gpu is None else f'-gpu{args.gpu}'}-{os.getpid()}@{socket.gethostname()}"
+    argv = ["worker", "-Q", queue, "-n", name, f"--pool={pool}", "--prefetch-multiplier=1", "-l", args.log_level]
+    if pool != "solo":
+        argv.append(f"--concurrency={args.concurrency}")
+    app.worker_main(argv)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="slide2vec-dagster", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -254,6 +288,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ui-url", default="http://127.0.0.1:3000", help="base URL of the Dagster UI for run links")
     p.add_argument("--config", help="platform config, to name pipelines whose output_dir is not <output_root>/<name>")
     p.set_defaults(handler=cmd_lineage)
+    worker = add("worker", cmd_worker, "run a long-lived Celery worker (execution.executor: celery)")
+    worker.add_argument(
+        "--queue",
+        help="the queue to serve: execution.celery.run_queue (runs; the default), .cpu_queue (tiling) or .gpu_queue "
+        "(models)",
+    )
+    worker.add_argument("--concurrency", type=int, default=2, help="tasks at once (processes; the gpu queue runs one)")
+    worker.add_argument("--gpu", type=int, default=None, help="the GPU this worker owns (CUDA_VISIBLE_DEVICES)")
+    worker.add_argument("--log-level", default="INFO", help="Celery log level")
     return parser
 
 

@@ -108,6 +108,7 @@ class PipelineConfig(BaseModel):
     speed: SpeedConfig = Field(default_factory=SpeedConfig)
     output_format: Literal["pt", "npz"] = "pt"
     _reuse_dir: Path | None = PrivateAttr(default=None)
+    _encoder_cache_gb: float = PrivateAttr(default=16.0)
     _reuse_pipeline: str | None = PrivateAttr(default=None)
 
     def fingerprint(self) -> str:
@@ -174,6 +175,11 @@ class PipelineConfig(BaseModel):
             "tolerance": float(params.tolerance),
             "overlap": float(params.overlap),
         }
+
+    @property
+    def encoder_cache_gb(self) -> float:
+        """The per-process model cache budget (``execution.encoder_cache_gb`` of the platform config)."""
+        return self._encoder_cache_gb
 
     @property
     def reuse_dir(self) -> Path | None:
@@ -254,8 +260,38 @@ class PipelineConfig(BaseModel):
             self.speed.precision = tile.precision
 
 
+class CeleryConfig(BaseModel):
+    """Where the Celery workers are (``execution.executor: celery``): the broker, and the queues the steps
+    go to. Defaults: this machine's RabbitMQ; tiling on ``cpu`` workers, embedding on ``gpu`` workers."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    broker: str = Field(default="pyamqp://guest@127.0.0.1:5672//", description="Celery broker URL")
+    # A result store every process can read (not rpc://): the daemon's run monitoring asks it whether a
+    # run's worker is still running.
+    backend: str = Field(default="redis://127.0.0.1:6379/0", description="Celery result backend URL")
+    run_queue: str = Field(
+        default="dagster",
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="the runs' queue: the run launcher's default_queue in dagster.yaml",
+    )
+    cpu_queue: str = Field(default="cpu", pattern=r"^[A-Za-z0-9_.-]+$")
+    gpu_queue: str = Field(default="gpu", pattern=r"^[A-Za-z0-9_.-]+$")
+
+
 class ExecutionConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    executor: Literal["in_process", "celery"] = Field(
+        default="in_process", description="in_process: each run's steps in its own process; celery: on workers"
+    )
+    celery: CeleryConfig = Field(default_factory=CeleryConfig)
+    gpu_pool_size: int = Field(
+        default=1, ge=1, le=1024, description="embedding steps at once (the Dagster concurrency pool 'gpu')"
+    )
+    encoder_cache_gb: float = Field(
+        default=16.0, gt=0, le=4096, description="models kept loaded per worker process (least recently used out)"
+    )
 
     sensor_interval_seconds: int = Field(default=30, ge=5, le=86400)
     max_retries: int = Field(default=3, ge=0, le=10, description="retries of a slide after a transient I/O error")
@@ -352,6 +388,7 @@ def load_config(path: str | Path) -> PlatformConfig:
             raise ConfigError(f"invalid platform config {path}:\n  pipelines.{name}: {message}") from None
     for name, pipeline in config.pipelines.items():
         _resolve_reuse(config, name, pipeline, path, absolute)
+        pipeline._encoder_cache_gb = config.execution.encoder_cache_gb
     owners: dict[Path, str] = {}
     for name in config.pipelines:
         output_dir = config.output_dir(name)

@@ -146,6 +146,12 @@ class OutputLayout:
             return []
         return sorted(p.name[: -len(suffix)] for p in folder.glob(f"*{suffix}") if not p.name.startswith("."))
 
+    def lock_file(self, partition: str, dimension: str = "sample_id") -> Path:
+        """``.locks/<dimension>/<id>.lock``: held while a slide's (or patient's) step runs, writes included,
+        so two workers never write the same partition at once (a redelivered task waits, then finds the
+        outputs current)."""
+        return self.output_dir / ".locks" / _checked(dimension) / f"{_checked(partition)}.lock"
+
     def shared_files(self) -> list[Path]:
         """The files every run of this output_dir updates."""
         return [self.process_list, self.config_yaml]

@@ -23,14 +23,13 @@ from slide2vec_dagster.config import PipelineConfig
 from slide2vec_dagster.embedding.hierarchical import plan_subtiles, subtile_read_plan
 from slide2vec_dagster.embedding.loop import LoopStats, ReadPlan, run_encoder
 from slide2vec_dagster.encoders import TileEncoder, get_spec, load_encoder, storage_dtype
+from slide2vec_dagster.encoders.cache import MODELS
 from slide2vec_dagster.layout import OutputLayout
 from slide2vec_dagster.manifest import SlideEntry
 from slide2vec_dagster.provenance import tile_weights_lineage, upstream_run_id
 from slide2vec_dagster.wsi import open_slide
 
 logger = logging.getLogger(__name__)
-
-_ENCODERS: dict[tuple[str, str | None, str | None, str, str], TileEncoder] = {}
 
 
 @dataclass
@@ -65,10 +64,16 @@ def cached_encoder(pipeline: PipelineConfig) -> TileEncoder:
     device = resolve_device(speed.device)
     weights = str(model.weights) if model.weights else None
     name = tile_encoder_name(pipeline)
-    key = (name, weights, model.variant, device, str(speed.precision))
-    if key not in _ENCODERS:
-        _ENCODERS[key] = load_encoder(name, weights, device=device, precision=speed.precision, variant=model.variant)
-    return _ENCODERS[key]
+    key = ("tile", name, weights, model.variant, device, str(speed.precision))
+    return MODELS.get(
+        key,
+        lambda: load_encoder(name, weights, device=device, precision=speed.precision, variant=model.variant),
+        budget_bytes=cache_budget(pipeline),
+    )
+
+
+def cache_budget(pipeline: PipelineConfig) -> int:
+    return int(pipeline.encoder_cache_gb * 2**30)
 
 
 def tile_encoder_name(pipeline: PipelineConfig) -> str:

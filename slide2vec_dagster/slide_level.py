@@ -34,16 +34,14 @@ from slide2vec_dagster.artifacts.embeddings import (
 from slide2vec_dagster.config import PipelineConfig
 from slide2vec_dagster.coordinates_source import load_coordinates
 from slide2vec_dagster.encoders import get_slide_spec, get_spec, load_patient_encoder, load_slide_encoder, storage_dtype
+from slide2vec_dagster.encoders.cache import MODELS
 from slide2vec_dagster.encoders.slide_loading import PatientEncoder, SlideEncoder
 from slide2vec_dagster.layout import EMBEDDING_KINDS, PATIENT_KIND, SLIDE_KIND, OutputLayout
 from slide2vec_dagster.manifest import SlideEntry
 from slide2vec_dagster.provenance import upstream_run_id
-from slide2vec_dagster.slide_embedding import embed_sample, inputs_fingerprint, resolve_device
+from slide2vec_dagster.slide_embedding import cache_budget, embed_sample, inputs_fingerprint, resolve_device
 
 logger = logging.getLogger(__name__)
-
-_SLIDE_ENCODERS: dict[tuple[Any, ...], SlideEncoder] = {}
-_PATIENT_ENCODERS: dict[tuple[Any, ...], PatientEncoder] = {}
 
 
 class ZeroTilesError(ValueError):
@@ -69,19 +67,21 @@ def _weights_key(pipeline: PipelineConfig) -> tuple[Any, ...]:
 def cached_patient_encoder(pipeline: PipelineConfig) -> PatientEncoder:
     model = pipeline.model
     assert model is not None and model.patient_encoder is not None
-    key = (model.patient_encoder, *_weights_key(pipeline))
-    if key not in _PATIENT_ENCODERS:
-        spec = get_slide_spec(model.patient_encoder, level="patient")
-        weights, revision, trust, device, precision = key[1:]
-        _PATIENT_ENCODERS[key] = load_patient_encoder(
+    key = ("patient", model.patient_encoder, *_weights_key(pipeline))
+    spec = get_slide_spec(model.patient_encoder, level="patient")
+    weights, revision, trust, device, precision = key[2:]
+    return MODELS.get(
+        key,
+        lambda: load_patient_encoder(
             spec.name,
             None if spec.is_baseline else weights,
             device=device,
             precision=None if spec.is_baseline else precision,
             revision=None if spec.is_baseline else revision,
             trust_remote_code=trust,
-        )
-    return _PATIENT_ENCODERS[key]
+        ),
+        budget_bytes=cache_budget(pipeline),
+    )
 
 
 def cached_slide_encoder(pipeline: PipelineConfig) -> SlideEncoder:
@@ -91,19 +91,21 @@ def cached_slide_encoder(pipeline: PipelineConfig) -> SlideEncoder:
         patient = cached_patient_encoder(pipeline)
         if patient.slide_encoder is not None:  # MOOZY: the slide encoder ships in the patient checkpoint
             return patient.slide_encoder
-    key = (model.slide_encoder, *_weights_key(pipeline))
-    if key not in _SLIDE_ENCODERS:
-        spec = get_slide_spec(model.slide_encoder, level="slide")
-        weights, revision, trust, device, precision = key[1:]
-        _SLIDE_ENCODERS[key] = load_slide_encoder(
+    key = ("slide", model.slide_encoder, *_weights_key(pipeline))
+    spec = get_slide_spec(model.slide_encoder, level="slide")
+    weights, revision, trust, device, precision = key[2:]
+    return MODELS.get(
+        key,
+        lambda: load_slide_encoder(
             spec.name,
             None if spec.is_baseline else weights,
             device=device,
             precision=None if spec.is_baseline else precision,
             revision=None if spec.is_baseline else revision,
             trust_remote_code=trust,
-        )
-    return _SLIDE_ENCODERS[key]
+        ),
+        budget_bytes=cache_budget(pipeline),
+    )
 
 
 def slide_inputs_fingerprint(pipeline: PipelineConfig, coordinates_meta: dict[str, Any]) -> str:

@@ -116,7 +116,9 @@ def test_materialize_good_and_bad_slides(platform):
     assert "spacing_at_level_0" in rows["no-spacing"]["error"]
     # No partial files for the failed slides.
     leftovers = [
-        p.name for p in layout_dir.rglob("*") if p.is_file() and ("missing" in p.name or "no-spacing" in p.name)
+        p.name
+        for p in layout_dir.rglob("*")
+        if p.is_file() and ".locks" not in p.parts and ("missing" in p.name or "no-spacing" in p.name)
     ]
     assert leftovers == []
     assert not [p for p in layout_dir.rglob(".*.tmp*")], "temporary files left behind"
@@ -176,3 +178,34 @@ def test_backfill_style_run_with_range_tags(platform):
         )
         assert result.success
         assert instance.get_materialized_partitions(AssetKey(["p1", "coordinates"])) == {"002"}
+
+
+def test_a_slide_whose_workers_keep_dying_fails_with_a_clear_row(platform):
+    """The record a killed writer leaves in the partition's lock file: below execution.max_retries deaths
+    the slide is processed again (with a warning), above it the slide fails with a row that says why."""
+    import json
+
+    from slide2vec_dagster.layout import OutputLayout
+
+    config, defs = platform
+    layout = OutputLayout(config.output_dir("p1"))
+    limit = config.execution.max_retries
+    with instance_for_test() as instance:
+        register(instance, read_manifests(config.manifests))
+        for sample_id, deaths_so_far in (("001", limit - 1), ("002", limit)):
+            layout.lock_file(sample_id).parent.mkdir(parents=True, exist_ok=True)
+            record = {"run_id": "dead-run", "pid": 4242, "host": "gpu-node-7", "since": "x", "deaths": deaths_so_far}
+            layout.lock_file(sample_id).write_text(json.dumps(record))
+        survived, refused = _materialize(defs, instance, "001"), _materialize(defs, instance, "002")
+        assert survived.success and not refused.success
+        warnings = [e.message for e in instance.all_logs(survived.run_id) if "died before finishing" in e.message]
+        assert warnings and "pid 4242 on gpu-node-7" in warnings[0]
+
+    rows = _process_list(layout.process_list)
+    assert rows["001"]["status"] == "done"
+    assert rows["002"]["status"] == "failed"
+    assert rows["002"]["error"].startswith("WorkerDiedError: ")
+    assert f"died {limit + 1} times in a row" in rows["002"]["error"]
+    assert "pid 4242 on gpu-node-7" in rows["002"]["error"] and "rerun the slide" in rows["002"]["error"]
+    # Both runs ended alive: their records are gone, so a rerun of 002 starts counting from zero.
+    assert layout.lock_file("001").read_text() == "" and layout.lock_file("002").read_text() == ""

@@ -1,5 +1,6 @@
-"""The deployment files under deploy/: Helm values for Dagster's chart, the user-code Dockerfile, the shared
-volume's manifest and the example platform config.
+"""The deployment files under deploy/: Helm values for Dagster's chart (values.yaml, and the Celery overlay
+values-celery.yaml), the Celery workers' manifests, the user-code Dockerfile, the shared volume's manifest
+and the example platform configs.
 
 Nothing here needs a cluster, Docker, Helm or the network. What runs depends on what is installed:
 
@@ -7,11 +8,15 @@ Nothing here needs a cluster, Docker, Helm or the network. What runs depends on 
   scripts/setup.sh's; the image serves workspace.yaml's module; GPU pods get a GPU limit, a node selector
   and a toleration; the shared volume reaches every pod; the values use only keys the chart's schema
   declares (a walk of the vendored ``values.schema.json``, which catches typos the chart would ignore);
+  the Celery workers serve the platform config's queues, with the image, env, instance and volume of the
+  chart's pods, and are as many as the daemon's run limit and the ``gpu`` pool expect;
 * with ``jsonschema``: full validation of the values against the chart's vendored JSON schema, the
   Kubernetes objects inside them against ``kubernetes-validate``'s bundled Kubernetes definitions when that
   package is installed (otherwise those references are treated as "any object");
-* with ``kubernetes-validate``: the shared volume's PersistentVolumeClaim against the Kubernetes schema;
-* with the package importable: the example platform config through ``load_config``.
+* with ``kubernetes-validate``: the shared volume's PersistentVolumeClaim and the workers' Deployments
+  against the Kubernetes schema (strict: unknown fields are errors);
+* with the package importable: the example platform configs through ``load_config``, and the Celery
+  overlay's run launcher built from its config by Dagster (``dagster_celery.launcher.CeleryRunLauncher``).
 
 Every checker returns a list of problems, and ``test_checkers_reject_broken_values`` feeds each one a
 broken copy of the values, so a checker that can no longer fail is noticed.
@@ -37,14 +42,24 @@ DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
 DOCKERFILE = DEPLOY / "docker" / "Dockerfile"
 VALUES = K8S / "values.yaml"
-CELERY_VALUES = K8S / "values-celery-k8s.yaml"
+CELERY_VALUES = K8S / "values-celery.yaml"
+CELERY_WORKERS = K8S / "celery-workers.yaml"
 SHARED_PVC = K8S / "shared-pvc.yaml"
 PLATFORM_EXAMPLE = K8S / "platform-config.example.yaml"
+PLATFORM_CELERY_EXAMPLE = K8S / "platform-config.celery.example.yaml"
+# The instance config of the Celery set-up outside Kubernetes (repository root): the run launcher's env names.
+INSTANCE_CELERY = ROOT / "dagster.celery.yaml"
 CHART_SCHEMA = K8S / "chart-schema" / "values.schema.json"
 # sha256 of the vendored schema as copied (deploy/k8s/README.md says from where): an edit shows up here.
 CHART_SCHEMA_SHA256 = "cccbf9a9956cf32b240ef7fc2f4735e03c02db369f15ff444b06492544f8503a"
 GPU = "nvidia.com/gpu"
 USER_DEPLOYMENTS = "dagster-user-deployments"
+# The chart's defaults that the files here rely on (helm/dagster/values.yaml and templates/_helpers.tpl).
+CHART_NAME = "dagster"
+CHART_DAGSTER_HOME = "/opt/dagster/dagster_home"
+WORKER_COMMAND = ["slide2vec-dagster", "worker"]
+# A worker stopped by Kubernetes finishes its current task (Celery's warm shutdown) within the grace period.
+MIN_WORKER_GRACE_SECONDS = 600
 
 
 # ---------------------------------------------------------------------------------------------- readers
@@ -70,6 +85,14 @@ def _values() -> dict:
 
 def _celery_values() -> dict:
     return _merge(_values(), _load(CELERY_VALUES))
+
+
+def _workers() -> list[dict]:
+    return [doc for doc in yaml.safe_load_all(CELERY_WORKERS.read_text(encoding="utf-8")) if doc is not None]
+
+
+def _celery_platform() -> dict:
+    return _load(PLATFORM_CELERY_EXAMPLE)
 
 
 def _pyproject_pins() -> dict[str, str]:
@@ -154,6 +177,40 @@ def _under(path: str | Path, root: str | Path) -> bool:
     return Path(path) == Path(root) or Path(root) in Path(path).parents
 
 
+def _image_uid() -> int:
+    [user] = [rest for keyword, rest in _dockerfile_instructions() if keyword == "USER"]
+    return int(user.split(":")[0])
+
+
+def _code_location_image(values: dict) -> str:
+    image = _user_deployment(values)["image"]
+    return f"{image['repository']}:{image['tag']}"
+
+
+def _code_location_env(values: dict) -> dict:
+    env = _user_deployment(values).get("env") or {}
+    return {item["name"]: item.get("value") for item in env} if isinstance(env, list) else dict(env)
+
+
+def _helm_release(path: Path) -> str:
+    [release] = set(re.findall(r"helm upgrade --install (\S+) dagster/dagster", path.read_text(encoding="utf-8")))
+    return release
+
+
+def _chart_fullname(values: dict, release: str) -> str:
+    """The chart's ``dagster.fullname``: the prefix of the objects it creates (``<fullname>-instance``)."""
+    chart_globals = values.get("global") or {}
+    if chart_globals.get("fullnameOverride"):
+        return chart_globals["fullnameOverride"][:63].rstrip("-")
+    name = chart_globals.get("nameOverride") or CHART_NAME
+    return (release if name in release else f"{release}-{name}")[:63].rstrip("-")
+
+
+def _worker_queue(deployment: dict) -> str | None:
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    return _flag(container.get("command") or [], "--queue")
+
+
 # --------------------------------------------------------------------------------------------- checkers
 
 
@@ -176,26 +233,160 @@ def gpu_pod_problems(values: dict) -> list[str]:
     return problems
 
 
-def celery_queue_problems(values: dict) -> list[str]:
-    """The Celery-K8s variant: queues `cpu` and `gpu`, the gpu queue sized to the GPUs, workers without GPUs."""
+def celery_launcher_problems(values: dict) -> list[str]:
+    """The Celery overlay: dagster-celery's CeleryRunLauncher through the chart's CustomRunLauncher, on the
+    platform config's run queue, with its broker / backend env reaching the webserver and the daemon, which
+    run this project's image (it has dagster-celery)."""
     launcher = values["runLauncher"]
-    if launcher["type"] != "CeleryK8sRunLauncher":
-        return [f"runLauncher.type is {launcher['type']!r}, not CeleryK8sRunLauncher"]
-    config = launcher["config"]["celeryK8sRunLauncher"]
-    queues = {queue["name"]: queue for queue in config["workerQueues"]}
-    problems = [f"no worker queue {name!r}" for name in ("cpu", "gpu") if name not in queues]
-    if "gpu" in queues:
-        gpu = queues["gpu"]
-        slots = gpu["replicaCount"] * (gpu.get("configSource") or {}).get("worker_concurrency", 0)
-        gpus = _values()["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]["maxConcurrentRuns"]
-        if slots != gpus:
+    if launcher["type"] != "CustomRunLauncher":
+        return [f"runLauncher.type is {launcher['type']!r}, not CustomRunLauncher"]
+    custom = launcher["config"].get("customRunLauncher") or {}
+    problems = []
+    if (custom.get("module"), custom.get("class")) != ("dagster_celery.launcher", "CeleryRunLauncher"):
+        problems.append(f"the custom run launcher is {custom.get('module')}.{custom.get('class')}")
+    config = custom.get("config") or {}
+    celery = _celery_platform()["execution"]["celery"]
+    if config.get("default_queue") != celery["run_queue"]:
+        problems.append(f"default_queue {config.get('default_queue')!r} != execution.celery.run_queue")
+    for key in ("broker", "backend"):
+        if not (isinstance(config.get(key), dict) and set(config[key]) == {"env"}):
+            problems.append(f"customRunLauncher.config.{key} is not taken from an env var: {config.get(key)!r}")
+    if INSTANCE_CELERY.exists():  # the same variables as the tested set-up outside Kubernetes
+        reference = _load(INSTANCE_CELERY)["run_launcher"]
+        if (reference["module"], reference["class"]) != (custom.get("module"), custom.get("class")):
+            problems.append(f"{INSTANCE_CELERY.name} launches runs with another class")
+        for key in ("broker", "backend", "default_queue"):
+            if reference["config"].get(key) != config.get(key):
+                problems.append(
+                    f"{key}: {config.get(key)!r} here, {reference['config'].get(key)!r} in {INSTANCE_CELERY.name}"
+                )
+    code_image = _code_location_image(values)
+    secrets = _worker_env_secrets()
+    for component in ("dagsterWebserver", "dagsterDaemon"):
+        settings = values.get(component) or {}
+        image = settings.get("image") or {}
+        if f"{image.get('repository')}:{image.get('tag')}" != code_image:
+            problems.append(f"{component} runs {image}, not this project's image {code_image} (dagster-celery)")
+        names = {item.get("name") for item in settings.get("envSecrets") or []}
+        if not secrets or not secrets <= names:
             problems.append(
-                f"the gpu queue starts {slots} embedding steps at once, but values.yaml sizes the cluster for "
-                f"{gpus} GPUs (maxConcurrentRuns): keep both at the number of GPUs"
+                f"{component}.envSecrets {sorted(names)} lacks the workers' Celery secret(s) {sorted(secrets)}"
             )
-    # The chart's workers only start step Jobs: a GPU on a worker pod would sit idle.
-    if GPU in json.dumps(config.get("resources") or {}):
-        problems.append("the Celery workers request a GPU, but they only launch step pods (see the file's header)")
+    return problems
+
+
+def _worker_env_secrets() -> set[str]:
+    """Secrets that every worker takes whole (envFrom): the broker / backend URLs of the run launcher."""
+    found = None
+    for deployment in _workers():
+        [container] = deployment["spec"]["template"]["spec"]["containers"]
+        names = {(item.get("secretRef") or {}).get("name") for item in container.get("envFrom") or []} - {None}
+        found = names if found is None else found & names
+    return found or set()
+
+
+def celery_worker_problems(workers: list[dict], values: dict, platform: dict) -> list[str]:
+    """The workers of celery-workers.yaml against the merged values and the Celery platform config."""
+    problems = []
+    execution = platform["execution"]
+    celery = execution["celery"]
+    if execution.get("executor") != "celery":
+        problems.append(f"{PLATFORM_CELERY_EXAMPLE.name}: execution.executor is not celery")
+    if str(celery.get("backend", "")).startswith("rpc://"):
+        problems.append("execution.celery.backend is rpc://: run monitoring needs a shared result store")
+    by_queue: dict[str | None, dict] = {}
+    for deployment in workers:
+        where = f"{deployment.get('kind')} {deployment['metadata']['name']}"
+        if deployment.get("kind") != "Deployment":
+            problems.append(f"{where}: not a Deployment")
+            continue
+        pod = deployment["spec"]["template"]["spec"]
+        [container] = pod["containers"]
+        command = (container.get("command") or []) + (container.get("args") or [])
+        queue = _flag(command, "--queue")
+        if command[:2] != WORKER_COMMAND or queue is None:
+            problems.append(f"{where}: runs {command}, not `slide2vec-dagster worker --queue <queue>`")
+        if queue in by_queue:
+            problems.append(f"{where}: a second Deployment for queue {queue!r}")
+        by_queue[queue] = deployment
+        problems += _worker_pod_problems(where, pod, container, values)
+        limits = (container.get("resources") or {}).get("limits") or {}
+        if queue == celery["gpu_queue"]:
+            if limits.get(GPU) != 1:
+                problems.append(f"{where}: limits[{GPU}] is {limits.get(GPU)!r}, not 1 (one GPU per gpu worker)")
+            if _flag(command, "--concurrency") not in (None, "1"):
+                problems.append(f"{where}: --concurrency on the gpu queue (one step per GPU, solo pool)")
+            expected = values["runLauncher"]["config"]["k8sRunLauncher"]["runK8sConfig"]["podSpecConfig"]
+            if not pod.get("nodeSelector") or pod.get("nodeSelector") != expected.get("nodeSelector"):
+                problems.append(f"{where}: nodeSelector {pod.get('nodeSelector')} is not the GPU nodes' selector")
+            if not any(
+                t.get("key") == GPU and t.get("effect") in ("NoSchedule", None) for t in pod.get("tolerations") or []
+            ):
+                problems.append(f"{where}: no toleration of the {GPU} taint")
+            if deployment["spec"].get("replicas") != execution.get("gpu_pool_size"):
+                problems.append(
+                    f"{where}: {deployment['spec'].get('replicas')} GPU workers, but execution.gpu_pool_size is "
+                    f"{execution.get('gpu_pool_size')}: keep both at the number of GPUs"
+                )
+        elif GPU in limits:
+            problems.append(f"{where}: the {queue!r} queue holds a GPU it does not use")
+    expected_queues = {celery["run_queue"], celery["cpu_queue"], celery["gpu_queue"]}
+    if set(by_queue) != expected_queues:
+        problems.append(f"worker queues {sorted(map(str, by_queue))} != execution.celery's {sorted(expected_queues)}")
+    runs = by_queue.get(celery["run_queue"])
+    if runs is not None:
+        [container] = runs["spec"]["template"]["spec"]["containers"]
+        processes = runs["spec"].get("replicas", 1) * int(_flag(container["command"], "--concurrency") or 2)
+        coordinator = values["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]
+        if coordinator.get("maxConcurrentRuns") != processes:
+            problems.append(
+                f"maxConcurrentRuns {coordinator.get('maxConcurrentRuns')} != {processes} run-worker processes: "
+                "runs beyond them wait in the broker and run monitoring fails them"
+            )
+    return problems
+
+
+def _worker_pod_problems(where: str, pod: dict, container: dict, values: dict) -> list[str]:
+    """What every worker shares with the chart's pods: image, user, env, instance, shared volume."""
+    problems = []
+    if container.get("image") != _code_location_image(values):
+        problems.append(
+            f"{where}: image {container.get('image')} != the code location's {_code_location_image(values)}"
+        )
+    context = pod.get("securityContext") or {}
+    if context.get("runAsNonRoot") is not True or context.get("runAsUser") != _image_uid():
+        problems.append(f"{where}: pod securityContext {context} does not run as the image's uid {_image_uid()}")
+    if (pod.get("terminationGracePeriodSeconds") or 30) < MIN_WORKER_GRACE_SECONDS:
+        problems.append(f"{where}: terminationGracePeriodSeconds < {MIN_WORKER_GRACE_SECONDS}: stops kill slides")
+    env = {item["name"]: item for item in container.get("env") or []}
+    for name, value in _code_location_env(values).items():
+        if (env.get(name) or {}).get("value") != value:
+            problems.append(f"{where}: env {name} is not {value!r} as in the code location")
+    dagster_home = (values.get("global") or {}).get("dagsterHome", CHART_DAGSTER_HOME)
+    if (env.get("DAGSTER_HOME") or {}).get("value") != dagster_home:
+        problems.append(f"{where}: DAGSTER_HOME is not the chart's {dagster_home}")
+    secret_ref = ((env.get("DAGSTER_PG_PASSWORD") or {}).get("valueFrom") or {}).get("secretKeyRef") or {}
+    expected_ref = {"name": values["global"]["postgresqlSecretName"], "key": "postgresql-password"}
+    if secret_ref != expected_ref:
+        problems.append(f"{where}: DAGSTER_PG_PASSWORD is not taken from {expected_ref}")
+    volumes = {volume["name"]: volume for volume in pod.get("volumes") or []}
+    mounts = {mount["mountPath"]: mount for mount in container.get("volumeMounts") or []}
+    # The shared claim, where the code location has it.
+    [code_mount] = _user_deployment(values)["volumeMounts"]
+    [code_volume] = _user_deployment(values)["volumes"]
+    mount = mounts.get(code_mount["mountPath"])
+    if (
+        mount is None
+        or volumes.get(mount["name"], {}).get("persistentVolumeClaim") != code_volume["persistentVolumeClaim"]
+    ):
+        problems.append(f"{where}: the shared claim is not mounted at {code_mount['mountPath']}")
+    # The chart's instance ConfigMap, as the chart mounts it into the webserver and the daemon.
+    instance = f"{_chart_fullname(values, _helm_release(CELERY_VALUES))}-instance"
+    mount = mounts.get(f"{dagster_home}/dagster.yaml")
+    if mount is None or mount.get("subPath") != "dagster.yaml":
+        problems.append(f"{where}: no dagster.yaml mounted at {dagster_home}/dagster.yaml")
+    elif (volumes.get(mount["name"], {}).get("configMap") or {}).get("name") != instance:
+        problems.append(f"{where}: dagster.yaml is not the chart's instance ConfigMap {instance!r}")
     return problems
 
 
@@ -434,7 +625,9 @@ def run_k8s_config_problems(values: dict) -> list[str]:
 
 def test_every_deploy_file_parses() -> None:
     yaml_files = sorted(DEPLOY.rglob("*.yaml")) + sorted(DEPLOY.rglob("*.yml"))
-    assert {VALUES, CELERY_VALUES, SHARED_PVC, PLATFORM_EXAMPLE} <= set(yaml_files)
+    assert {VALUES, CELERY_VALUES, CELERY_WORKERS, SHARED_PVC, PLATFORM_EXAMPLE, PLATFORM_CELERY_EXAMPLE} <= set(
+        yaml_files
+    )
     for path in yaml_files:
         documents = [doc for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc is not None]
         assert documents, f"{path} holds no YAML document"
@@ -465,6 +658,7 @@ def test_dockerfile_pins_equal_pyproject_and_setup_script() -> None:
     major, minor, patch = (int(part) for part in pins["dagster"].split("."))
     assert major == 1
     assert args["DAGSTER_LIBS_VERSION"] == f"0.{minor + 16}.{patch}"
+    assert args["DAGSTER_LIBS_VERSION"] == pins["dagster-postgres"] == pins["dagster-celery"]
 
 
 def test_dockerfile_installs_what_it_pins() -> None:
@@ -477,7 +671,7 @@ def test_dockerfile_installs_what_it_pins() -> None:
         "dagster": args["DAGSTER_VERSION"],
         "dagster-postgres": args["DAGSTER_LIBS_VERSION"],
         "dagster-k8s": args["DAGSTER_LIBS_VERSION"],
-        "dagster-celery-k8s": args["DAGSTER_LIBS_VERSION"],
+        "dagster-celery": args["DAGSTER_LIBS_VERSION"],
         "cucim-cu13": args["CUCIM_VERSION"],
         "moozy": args["MOOZY_VERSION"],
     }
@@ -511,14 +705,31 @@ def test_image_and_pods_run_as_the_same_unprivileged_user() -> None:
     [user] = [rest for keyword, rest in _dockerfile_instructions() if keyword == "USER"]
     uid = user.split(":")[0]
     assert uid.isdigit() and int(uid) != 0, f"USER {user} is not a numeric non-root uid"
-    values = _values()
+    values, celery = _values(), _celery_values()
     pod_contexts = [
         _user_deployment(values)["podSecurityContext"],
         values["runLauncher"]["config"]["k8sRunLauncher"]["runK8sConfig"]["podSpecConfig"]["securityContext"],
+        # The Celery overlay runs the webserver and the daemon from this image too, and the workers.
+        celery["dagsterWebserver"]["podSecurityContext"],
+        celery["dagsterDaemon"]["podSecurityContext"],
+        *(worker["spec"]["template"]["spec"]["securityContext"] for worker in _workers()),
     ]
     for context in pod_contexts:
         assert context["runAsNonRoot"] is True
         assert context["runAsUser"] == int(uid)
+
+
+def test_image_makes_the_charts_dagster_home_writable_by_its_user() -> None:
+    """The chart mounts dagster.yaml into $DAGSTER_HOME with a subPath; a directory Kubernetes creates for that
+    mount belongs to root, so the image creates it, owned by its user."""
+    uid = _image_uid()
+    created = [
+        rest
+        for keyword, rest in _dockerfile_instructions()
+        if keyword == "RUN" and re.search(rf"install -d -o {uid} -g {uid} {re.escape(CHART_DAGSTER_HOME)}(\s|$)", rest)
+    ]
+    assert created, f"the Dockerfile does not create {CHART_DAGSTER_HOME} owned by uid {uid}"
+    assert "dagsterHome" not in (_values().get("global") or {}), "global.dagsterHome moved: update the Dockerfile"
 
 
 def test_no_secret_is_written_into_the_deploy_files() -> None:
@@ -532,6 +743,14 @@ def test_no_secret_is_written_into_the_deploy_files() -> None:
     assert values["global"]["postgresqlSecretName"]
     env = _user_deployment(values).get("env") or {}
     assert not [key for key in env if secretish.search(key)], "a secret-looking env var has a literal value"
+    for worker in _workers():
+        [container] = worker["spec"]["template"]["spec"]["containers"]
+        literal = [item["name"] for item in container.get("env") or [] if "value" in item]
+        assert not [name for name in literal if secretish.search(name)], f"{worker['metadata']['name']}: {literal}"
+    # No URL with a password (scheme://user:password@host) in the values, the workers or the platform configs.
+    credentials = re.compile(r"[a-z][a-z0-9+.-]*://[^/@\s:]*:[^/@\s]+@", re.IGNORECASE)
+    for path in (VALUES, CELERY_VALUES, CELERY_WORKERS, PLATFORM_EXAMPLE, PLATFORM_CELERY_EXAMPLE):
+        assert not credentials.search(path.read_text(encoding="utf-8")), f"{path.name} holds a URL with a password"
 
 
 def test_gpu_run_pods_get_a_gpu_limit_a_node_selector_and_a_toleration() -> None:
@@ -543,8 +762,47 @@ def test_code_location_does_not_size_run_pods() -> None:
     assert not _user_deployment(_values()).get("resources")
 
 
-def test_celery_variant_has_cpu_and_gpu_queues() -> None:
-    assert celery_queue_problems(_celery_values()) == []
+def test_celery_overlay_launches_runs_with_dagster_celery() -> None:
+    assert celery_launcher_problems(_celery_values()) == []
+
+
+def test_celery_workers_serve_the_platform_queues() -> None:
+    assert celery_worker_problems(_workers(), _celery_values(), _celery_platform()) == []
+
+
+def test_celery_overlay_run_launcher_loads() -> None:
+    """Dagster builds the overlay's run launcher from its config exactly as the daemon will (class path
+    importable, every config key known to CeleryRunLauncher), with the env the Secret provides."""
+    pytest.importorskip("dagster_celery.launcher", reason="dagster-celery is not installed")
+    from dagster._serdes.config_class import ConfigurableClassData
+    from dagster_celery.launcher import CeleryRunLauncher
+
+    custom = _celery_values()["runLauncher"]["config"]["customRunLauncher"]
+    celery = _celery_platform()["execution"]["celery"]
+    env = {custom["config"][key]["env"]: celery[key] for key in ("broker", "backend")}
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        data = ConfigurableClassData(custom["module"], custom["class"], yaml.safe_dump(custom["config"]))
+        launcher = data.rehydrate(as_type=CeleryRunLauncher)
+    assert (launcher.broker, launcher.backend) == (celery["broker"], celery["backend"])
+    assert launcher.default_queue == celery["run_queue"]
+
+
+def test_worker_manifests_are_valid_kubernetes_objects() -> None:
+    kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate is not installed")
+    from kubernetes_validate import utils as kv_utils
+
+    workers = _workers()
+    assert len(workers) == 3
+    versions = sorted(set(kv_utils.all_versions()), key=lambda v: tuple(map(int, v.split("."))))
+    for version in (versions[0], versions[-1]):  # the oldest and the newest Kubernetes bundled
+        for document in workers:
+            kubernetes_validate.validate(document, version, strict=True)
+        broken = copy.deepcopy(workers[2])
+        broken["spec"]["template"]["spec"]["tolerations"][0]["efect"] = "NoSchedule"
+        with pytest.raises(kubernetes_validate.ValidationError):
+            kubernetes_validate.validate(broken, version, strict=True)
 
 
 def test_shared_volume_reaches_every_pod() -> None:
@@ -558,20 +816,23 @@ def test_platform_paths_are_on_the_shared_volume() -> None:
 
 def test_chart_version_in_the_install_command_is_the_dagster_pin() -> None:
     pin = _pyproject_pins()["dagster"]
-    for path in (VALUES, CELERY_VALUES, K8S / "README.md"):
+    for path in (VALUES, CELERY_VALUES, CELERY_WORKERS, K8S / "README.md"):
         text = path.read_text(encoding="utf-8")
         versions = re.findall(r"helm upgrade --install \S+ dagster/dagster --version (\S+)", text)
+        if path == CELERY_WORKERS:  # no install command of its own: only its image's dagster
+            assert not versions
+            continue
         assert versions and set(versions) == {pin}, f"{path}: helm --version {versions} != dagster pin {pin}"
 
 
-@pytest.mark.parametrize("name", ["values.yaml", "values.yaml + values-celery-k8s.yaml"])
+@pytest.mark.parametrize("name", ["values.yaml", "values.yaml + values-celery.yaml"])
 def test_values_use_only_keys_of_the_chart_schema(name: str) -> None:
     values = _values() if name == "values.yaml" else _celery_values()
     schema = json.loads(CHART_SCHEMA.read_text(encoding="utf-8"))
     assert unknown_key_problems(values, schema, schema) == []
 
 
-@pytest.mark.parametrize("name", ["values.yaml", "values.yaml + values-celery-k8s.yaml"])
+@pytest.mark.parametrize("name", ["values.yaml", "values.yaml + values-celery.yaml"])
 def test_values_validate_against_the_chart_json_schema(name: str) -> None:
     pytest.importorskip("jsonschema", reason="jsonschema is not installed (it is not a dependency of the project)")
     values = _values() if name == "values.yaml" else _celery_values()
@@ -586,12 +847,27 @@ def test_shared_volume_claim_is_a_valid_kubernetes_object() -> None:
         kubernetes_validate.validate(document, kv_utils.all_versions()[0], strict=True)
 
 
-def test_example_platform_config_loads() -> None:
+@pytest.mark.parametrize("path", [PLATFORM_EXAMPLE, PLATFORM_CELERY_EXAMPLE], ids=lambda p: p.name)
+def test_example_platform_config_loads(path: Path) -> None:
     config_module = pytest.importorskip("slide2vec_dagster.config", reason="the package is not importable here")
-    config = config_module.load_config(PLATFORM_EXAMPLE)
+    config = config_module.load_config(path)
     mount = _user_deployment(_values())["volumeMounts"][0]["mountPath"]
-    assert all(_under(path, mount) for path in config.manifests)
+    assert all(_under(p, mount) for p in config.manifests)
     assert all(_under(config.output_dir(name), mount) for name in config.pipelines)
+    expected = "celery" if path == PLATFORM_CELERY_EXAMPLE else "in_process"
+    assert config.execution.executor == expected
+
+
+def test_example_platform_configs_differ_only_in_execution() -> None:
+    plain, celery = _load(PLATFORM_EXAMPLE), _celery_platform()
+    assert {k: v for k, v in plain.items() if k != "execution"} == {k: v for k, v in celery.items() if k != "execution"}
+
+
+def test_gpu_pool_is_the_gpus_of_the_run_pods() -> None:
+    """values.yaml: one GPU per run pod, so the `gpu` pool the cohort sensor sets (execution.gpu_pool_size)
+    is the daemon's run limit; a smaller pool would leave run pods idle on their GPU."""
+    gpus = _values()["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]["maxConcurrentRuns"]
+    assert (_load(PLATFORM_EXAMPLE).get("execution") or {}).get("gpu_pool_size") == gpus
 
 
 def _broken(mutate) -> dict:
@@ -635,6 +911,84 @@ def test_checkers_reject_broken_values(case: str) -> None:
     assert checker(_broken(mutate)) != []
 
 
+def _worker(workers: list[dict], queue: str) -> dict:
+    [deployment] = [d for d in workers if _worker_queue(d) == queue]
+    return deployment
+
+
+def _container(workers: list[dict], queue: str) -> dict:
+    return _worker(workers, queue)["spec"]["template"]["spec"]["containers"][0]
+
+
+def _set_flag(workers: list[dict], queue: str, flag: str, value: str) -> None:
+    command = _container(workers, queue)["command"]
+    command[command.index(flag) + 1] = value
+
+
+# (what is broken, mutation of (workers, merged values, Celery platform config))
+BROKEN_CELERY = {
+    "gpu worker without a GPU": lambda w, v, p: _container(w, "gpu")["resources"]["limits"].pop(GPU),
+    "gpu worker without toleration": lambda w, v, p: _worker(w, "gpu")["spec"]["template"]["spec"].pop("tolerations"),
+    "gpu worker without node selector": lambda w, v, p: _worker(w, "gpu")["spec"]["template"]["spec"].pop(
+        "nodeSelector"
+    ),
+    "GPU on the cpu queue": lambda w, v, p: _container(w, "cpu")["resources"]["limits"].update({GPU: 1}),
+    "gpu workers != gpu pool": lambda w, v, p: p["execution"].update(gpu_pool_size=2),
+    "run workers != maxConcurrentRuns": lambda w, v, p: _set_flag(w, "dagster", "--concurrency", "4"),
+    "queue renamed in the config only": lambda w, v, p: p["execution"]["celery"].update(cpu_queue="tiling"),
+    "worker runs another command": lambda w, v, p: _container(w, "cpu").update(command=["celery", "worker"]),
+    "worker on another image": lambda w, v, p: _container(w, "cpu").update(image="python:3.11-slim"),
+    "worker without the shared volume": lambda w, v, p: _container(w, "dagster")["volumeMounts"].pop(0),
+    "worker with another instance": lambda w, v, p: _worker(w, "gpu")["spec"]["template"]["spec"]["volumes"][1][
+        "configMap"
+    ].update(name="slide2vec-instance"),
+    "worker without the Postgres password": lambda w, v, p: _container(w, "cpu")["env"].pop(),
+    "worker with another config": lambda w, v, p: _container(w, "gpu")["env"][0].update(value="/etc/platform.yaml"),
+    "worker as root": lambda w, v, p: _worker(w, "cpu")["spec"]["template"]["spec"]["securityContext"].update(
+        runAsUser=0
+    ),
+    "worker stopped mid-slide": lambda w, v, p: _worker(w, "gpu")["spec"]["template"]["spec"].update(
+        terminationGracePeriodSeconds=30
+    ),
+    "rpc:// result backend": lambda w, v, p: p["execution"]["celery"].update(backend="rpc://"),
+    "release renamed": lambda w, v, p: v["global"].update(fullnameOverride="s2v"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN_CELERY))
+def test_celery_worker_check_rejects_broken_workers(case: str) -> None:
+    workers, values, platform = _workers(), _celery_values(), _celery_platform()
+    assert celery_worker_problems(workers, values, platform) == []
+    BROKEN_CELERY[case](workers, values, platform)
+    assert celery_worker_problems(workers, values, platform) != []
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda v: v["runLauncher"].update(type="CeleryK8sRunLauncher"),
+        lambda v: v["runLauncher"]["config"]["customRunLauncher"].update({"class": "CeleryK8sRunLauncher"}),
+        lambda v: v["runLauncher"]["config"]["customRunLauncher"]["config"].update(default_queue="cpu"),
+        lambda v: v["runLauncher"]["config"]["customRunLauncher"]["config"].update(broker="pyamqp://rabbitmq//"),
+        lambda v: v["dagsterDaemon"].pop("image"),
+        lambda v: v["dagsterWebserver"].update(envSecrets=[]),
+    ],
+    ids=[
+        "chart's Celery-K8s launcher",
+        "another class",
+        "runs sent to the cpu queue",
+        "broker written into the values",
+        "daemon on the chart's image",
+        "webserver without the broker secret",
+    ],
+)
+def test_celery_launcher_check_rejects_broken_values(mutate) -> None:
+    values = _celery_values()
+    assert celery_launcher_problems(values) == []
+    mutate(values)
+    assert celery_launcher_problems(values) != []
+
+
 @pytest.mark.parametrize(
     "mutate",
     [
@@ -656,21 +1010,6 @@ def test_chart_schema_check_rejects_broken_values(mutate) -> None:
     if "mountpath" in json.dumps(broken) and _kubernetes_definitions() is None:
         pytest.skip("Kubernetes field names need kubernetes-validate's definitions")
     assert chart_schema_problems(broken) != []
-
-
-def test_chart_has_no_gpu_settings_per_celery_queue() -> None:
-    """Why the Celery overlay puts no GPU on the `gpu` queue: the chart's schema forbids it (a worker queue
-    takes replicaCount, name, labels, nodeSelector, configSource, additionalCeleryArgs only), and its
-    workers only launch step pods. The GPU settings belong to the embedding step's `dagster-k8s/config`."""
-    schema = json.loads(CHART_SCHEMA.read_text(encoding="utf-8"))
-    values = _celery_values()
-    assert unknown_key_problems(values, schema, schema) == []
-    for queue in values["runLauncher"]["config"]["celeryK8sRunLauncher"]["workerQueues"]:
-        if queue["name"] == "gpu":
-            queue["tolerations"] = [{"key": GPU, "operator": "Exists", "effect": "NoSchedule"}]
-            queue["resources"] = {"limits": {GPU: 1}}
-    problems = unknown_key_problems(values, schema, schema)
-    assert len(problems) == 2 and all(".workerQueues[1]." in p for p in problems), problems
 
 
 def test_run_pod_kubernetes_settings_are_valid_kubernetes_objects() -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from dagster import AssetSelection, Definitions, define_asset_job, in_process_executor
+import warnings
+from typing import Any
+
+from dagster import AssetSelection, Definitions, ExecutorDefinition, define_asset_job, in_process_executor
 
 from slide2vec_dagster.config import PlatformConfig
 from slide2vec_dagster.defs.asset_keys import (
@@ -21,6 +24,35 @@ from slide2vec_dagster.defs.sensors import build_cohort_sensor, build_patient_se
 from slide2vec_dagster.defs.slide_assets import build_slide_assets
 from slide2vec_dagster.defs.slides_asset import SLIDES_KEY, build_slides_asset
 from slide2vec_dagster.defs.tiling_assets import IO_MANAGER_KEY, build_tiling_assets
+
+# Each <P>_job starts with the `slides` source asset, observed (it has no backfill policy), then the slide's
+# assets with BackfillPolicy.multi_run(1): Dagster warns about the mix each time a job resolves, in every
+# process (CLI, daemon, workers). It is by design: one slide per run either way.
+warnings.filterwarnings("ignore", message=r"Asset job .* materializes assets with varying BackfillPolicies")
+
+
+def celery_executor_config(config: PlatformConfig) -> dict[str, Any]:
+    """The Celery executor's settings: the same as the workers' app (defs/celery_app.py), tasks
+    acknowledged when done; steps without a queue tag (the slide observation) are light: the cpu workers."""
+    from slide2vec_dagster.defs.celery_settings import RELIABLE
+
+    celery = config.execution.celery
+    return {
+        "broker": celery.broker,
+        "backend": celery.backend,
+        "config_source": {**RELIABLE, "task_default_queue": celery.cpu_queue},
+    }
+
+
+def executor_for(config: PlatformConfig) -> ExecutorDefinition:
+    """In process (a run holds one slide: a subprocess per step would only add start-up time), or Celery:
+    each step goes to its queue's long-lived workers (tiling -> cpu, models -> gpu), which import torch and
+    the code location once and keep models loaded between slides."""
+    if config.execution.executor == "in_process":
+        return in_process_executor
+    from dagster_celery import celery_executor
+
+    return celery_executor.configured(celery_executor_config(config), name="celery")
 
 
 def build_definitions(config: PlatformConfig) -> Definitions:
@@ -73,6 +105,5 @@ def build_definitions(config: PlatformConfig) -> Definitions:
             "platform": PlatformResource(config_path=config_path),
             IO_MANAGER_KEY: Slide2vecIOManager(config_path=config_path),
         },
-        # Each run holds one slide and one step; a subprocess per step would only add start-up time.
-        executor=in_process_executor,
+        executor=executor_for(config),
     )

@@ -1,6 +1,7 @@
 """Per pipeline P with a model: ``P/tile_embeddings`` (or ``P/hierarchical_embeddings`` when
 ``tiling.params.region_tile_multiple`` is set), partitioned by sample_id, with blocking checks."""
 
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,10 +26,19 @@ from slide2vec_dagster.config import PlatformConfig
 from slide2vec_dagster.defs.asset_keys import coordinates_key, embedding_asset_key
 from slide2vec_dagster.defs.partitions import sample_partitions
 from slide2vec_dagster.defs.resources import PlatformResource
-from slide2vec_dagster.defs.slide_runs import coordinates_of, fail_slide, retry_policy, slide_step
+from slide2vec_dagster.defs.slide_runs import (
+    GPU_POOL,
+    coordinates_of,
+    fail_slide,
+    one_writer,
+    retry_policy,
+    slide_step,
+    step_tags,
+)
 from slide2vec_dagster.defs.slides_asset import SLIDES_KEY
 from slide2vec_dagster.defs.tiling_assets import IO_MANAGER_KEY
 from slide2vec_dagster.encoders import get_spec
+from slide2vec_dagster.encoders.cache import MODELS
 from slide2vec_dagster.provenance import sidecar_lineage
 
 CHECK_DESCRIPTIONS = {
@@ -73,10 +83,18 @@ def build_embedding_asset(pipeline: str, config: PlatformConfig) -> AssetsDefini
         description=f"{spec.name} ({feature_dim}-d) features of every "
         + ("region's subtiles" if multiple else "tile")
         + f": {key.path[-1]}/<sample_id>.{pipeline_config.output_format} + .meta.json",
-        op_tags={"slide2vec/pipeline": pipeline},
+        op_tags=step_tags(config, pipeline, "gpu"),
+        # The model's steps share the GPUs: at most execution.gpu_pool_size of them at once.
+        pool=GPU_POOL,
     )
 
     def body(
+        context: AssetExecutionContext, platform: PlatformResource, coordinates: Any, *rest: Any
+    ) -> Iterator[Output[Any] | AssetCheckResult]:
+        with one_writer(context, platform, pipeline):
+            yield from _body(context, platform, coordinates, *rest)
+
+    def _body(
         context: AssetExecutionContext, platform: PlatformResource, coordinates: Any
     ) -> Iterator[Output[Any] | AssetCheckResult]:
         # Imported in the step: the code location loads without torch (the steps' workers import it once).
@@ -118,6 +136,8 @@ def build_embedding_asset(pipeline: str, config: PlatformConfig) -> AssetsDefini
                 "tiles_per_second": round(stats.tiles_per_second, 2),
                 "read_wait_seconds": round(stats.read_wait_seconds, 2),
                 "model_weights": str(outcome.meta["provenance"]["model_weights"]),
+                # Cumulative for this worker process: loads stays at 1 per model while hits grow with slides.
+                "model_cache": MetadataValue.json({**MODELS.stats.as_dict(), "host": socket.gethostname()}),
             },
         )
         # The IO manager has written the files by now: check them as a user would load them.

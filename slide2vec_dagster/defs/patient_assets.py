@@ -33,7 +33,15 @@ from slide2vec_dagster.defs.asset_keys import patient_asset_key, slide_level_ups
 from slide2vec_dagster.defs.partitions import patient_partitions
 from slide2vec_dagster.defs.resources import PlatformResource
 from slide2vec_dagster.defs.slide_assets import slide_output_dim, vector_check_specs
-from slide2vec_dagster.defs.slide_runs import retry_policy, tag_worker, the_slide_of
+from slide2vec_dagster.defs.slide_runs import (
+    GPU_POOL,
+    one_writer,
+    refuse_after_worker_deaths,
+    retry_policy,
+    step_tags,
+    tag_worker,
+    the_slide_of,
+)
 from slide2vec_dagster.defs.tiling_assets import IO_MANAGER_KEY
 from slide2vec_dagster.encoders import get_slide_spec
 from slide2vec_dagster.failures import classify
@@ -78,19 +86,28 @@ def build_patient_asset(pipeline: str, config: PlatformConfig) -> AssetsDefiniti
         kinds={"pytorch"},
         description=f"{spec.name} ({dim}-d) embedding of each patient's slides (manifest order): "
         f"{PATIENT_KIND}/<patient_id>.{pipeline_config.output_format} + .meta.json",
-        op_tags={"slide2vec/pipeline": pipeline},
+        op_tags=step_tags(config, pipeline, "gpu"),
+        # The model's steps share the GPUs: at most execution.gpu_pool_size of them at once.
+        pool=GPU_POOL,
     )
     def patient_embeddings(
+        context: AssetExecutionContext, platform: PlatformResource
+    ) -> Iterator[Output[Any] | AssetCheckResult]:
+        with one_writer(context, platform, pipeline, "patient_id"):
+            yield from _patient(context, platform)
+
+    def _patient(
         context: AssetExecutionContext, platform: PlatformResource
     ) -> Iterator[Output[Any] | AssetCheckResult]:
         from slide2vec_dagster.artifacts.embeddings import verify_vector
         from slide2vec_dagster.slide_level import embed_patient, patient_inputs
 
         patient_id = the_slide_of(context, "patient")
-        tag_worker(context)
+        tag_worker(context, platform)
         current = platform.config().pipelines[pipeline]
         layout = platform.layout(pipeline)
         try:
+            refuse_after_worker_deaths(context, platform, patient_id)
             begin_patient(layout, patient_id)
             members = platform.patient_members(patient_id)
             rows = process_list.read_rows(layout.process_list)

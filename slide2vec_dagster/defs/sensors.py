@@ -20,7 +20,7 @@ from slide2vec_dagster.config import PlatformConfig
 from slide2vec_dagster.defs.asset_keys import patient_asset_key
 from slide2vec_dagster.defs.partitions import patient_partitions, register, sample_partitions
 from slide2vec_dagster.defs.resources import PlatformResource, manifest_stamps
-from slide2vec_dagster.defs.slide_runs import mark_orphaned_runs
+from slide2vec_dagster.defs.slide_runs import ensure_gpu_pool, mark_orphaned_runs
 from slide2vec_dagster.defs.slides_asset import changed_slide_observations
 from slide2vec_dagster.manifest import inspect_manifest, read_manifests
 
@@ -39,6 +39,7 @@ def build_cohort_sensor(config: PlatformConfig, jobs: list[UnresolvedAssetJobDef
         orphans = mark_orphaned_runs(context.instance)
         if orphans:
             context.log.warning(f"marked {len(orphans)} run(s) failed whose process had died: {orphans}")
+        ensure_gpu_pool(context.instance, config)
         current = zip(config.manifests, manifest_stamps(config.manifests), strict=True)
         stamps = json.dumps([[str(path), *stamp] for path, stamp in current])
         if context.cursor == stamps:
@@ -54,8 +55,13 @@ def build_cohort_sensor(config: PlatformConfig, jobs: list[UnresolvedAssetJobDef
         # Registered here, in chunks, rather than through the tick's partition requests: the daemon adds those
         # one key (and query) at a time and re-checks each run request against them (benchmarks/scale.py).
         new_samples, new_patients = register(context.instance, {sid: slides[sid] for sid in batch})
-        # Rows registered before and edited since (a new spacing, a replaced file): their data versions.
-        # A new slide's first version is recorded by its own tiling run.
+        # Dagster then checks each run request's partition key, one query per key unless the context's loader
+        # already knows it (6.6 ms a key on Postgres: 33 s for 5,000 requests). Tell it in one query.
+        loader = context.caching_dynamic_partitions_loader
+        if loader is not None and new_samples:
+            loader.get_existing_dynamic_partitions(sample_partitions.name, new_samples)
+        # Rows registered before and edited since (a new spacing, a replaced file): their data versions. A
+        # slide's first version is recorded by its own run (its first step observes it), not here.
         observations = changed_slide_observations(context.instance, [slides[s] for s in known if s in slides], known)
         run_requests = [
             RunRequest(

@@ -31,7 +31,15 @@ from slide2vec_dagster.config import PlatformConfig
 from slide2vec_dagster.defs.asset_keys import LATENTS, coordinates_key, embedding_asset_key, slide_asset_keys
 from slide2vec_dagster.defs.partitions import sample_partitions
 from slide2vec_dagster.defs.resources import PlatformResource
-from slide2vec_dagster.defs.slide_runs import coordinates_of, fail_slide, retry_policy, slide_step
+from slide2vec_dagster.defs.slide_runs import (
+    GPU_POOL,
+    coordinates_of,
+    fail_slide,
+    one_writer,
+    retry_policy,
+    slide_step,
+    step_tags,
+)
 from slide2vec_dagster.defs.slides_asset import SLIDES_KEY
 from slide2vec_dagster.defs.tiling_assets import IO_MANAGER_KEY
 from slide2vec_dagster.encoders import get_slide_spec, get_spec
@@ -99,6 +107,12 @@ def build_slide_assets(pipeline: str, config: PlatformConfig) -> AssetsDefinitio
         ins["tile_embeddings"] = AssetIn(key=tile_key)
 
     def body(
+        context: AssetExecutionContext, platform: PlatformResource, coordinates: Any, *rest: Any
+    ) -> Iterator[Output[Any] | AssetCheckResult]:
+        with one_writer(context, platform, pipeline):
+            yield from _body(context, platform, coordinates, *rest)
+
+    def _body(
         context: AssetExecutionContext, platform: PlatformResource, coordinates: Any, tile_embeddings: Any
     ) -> Iterator[Output[Any] | AssetCheckResult]:
         from slide2vec_dagster.artifacts.embeddings import EmbeddingCheckError, verify_vector
@@ -189,7 +203,9 @@ def build_slide_assets(pipeline: str, config: PlatformConfig) -> AssetsDefinitio
         backfill_policy=BackfillPolicy.multi_run(1),
         retry_policy=retry_policy(config),
         check_specs=vector_check_specs(slide_key, sample_partitions),
-        op_tags={"slide2vec/pipeline": pipeline},
+        op_tags=step_tags(config, pipeline, "gpu"),
+        # The model's steps share the GPUs: at most execution.gpu_pool_size of them at once.
+        pool=GPU_POOL,
     )
     # Dagster reads the inputs from the signature: one per combination of coordinates / tile embeddings.
     if "coordinates" in ins and tile_key is not None:

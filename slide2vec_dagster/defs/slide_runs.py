@@ -28,6 +28,7 @@ from dagster import (
 
 from slide2vec_dagster.artifacts import process_list
 from slide2vec_dagster.artifacts.config_file import write_config_yaml
+from slide2vec_dagster.artifacts.partition_lock import LockGrant, partition_lock
 from slide2vec_dagster.artifacts.slide_state import begin_slide, record_failure
 from slide2vec_dagster.config import PipelineConfig, PlatformConfig
 from slide2vec_dagster.coordinates_source import SlideCoordinates, own_coordinates, reused_coordinates
@@ -128,8 +129,12 @@ class SlideStep:
     entry: SlideEntry | None = None
 
 
-def tag_worker(context: AssetExecutionContext) -> None:
-    """Record which process runs this slide, so a run whose process was killed can be found later."""
+def tag_worker(context: AssetExecutionContext, platform: PlatformResource) -> None:
+    """Record which process runs this slide, so a run whose process was killed can be found later. Not
+    on Celery: there the step's worker is not the run's process (a lost step is delivered again to another
+    worker, and the daemon's run monitoring watches the run workers)."""
+    if platform.config().execution.executor != "in_process":
+        return
     with contextlib.suppress(Exception):  # bookkeeping only: never fail a slide over it
         context.instance.add_run_tags(context.run_id, {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()})
 
@@ -150,7 +155,8 @@ def slide_step(
     sample_id = the_slide_of(context)
     state: SlideStep | None = None
     try:
-        tag_worker(context)
+        tag_worker(context, platform)
+        refuse_after_worker_deaths(context, platform, sample_id)
         state = SlideStep(sample_id, platform.layout(pipeline))
         begin_slide(state.layout, sample_id)
         state.entry = platform.slide(sample_id)
@@ -175,6 +181,53 @@ def slide_step(
         ) from exc
 
 
+class WorkerDiedError(RuntimeError):
+    """The processes that took this partition kept dying before they finished it."""
+
+
+# (run id, partition) -> the lock grant of the step this process runs for it (read by slide_step).
+_GRANTS: dict[tuple[str, str], LockGrant] = {}
+
+
+@contextlib.contextmanager
+def one_writer(
+    context: AssetExecutionContext, platform: PlatformResource, pipeline: str, dimension: str = "sample_id"
+) -> Iterator[None]:
+    """Hold the partition's lock for the whole step (its writes by the IO manager included: they happen
+    while the step's generator is suspended inside this block)."""
+    partition = the_slide_of(context, "patient" if dimension == "patient_id" else "slide")
+    owner = {"run_id": context.run_id, "partition": partition}
+    with partition_lock(platform.layout(pipeline).lock_file(partition, dimension), owner) as grant:
+        if grant.waited_s > 1:
+            context.log.warning(f"{partition}: waited {grant.waited_s:.0f} s for another worker writing it")
+        if grant.deaths:
+            context.log.warning(
+                f"{partition}: the process that was writing it died before finishing "
+                f"({grant.describe_died_holder()}): killed, or out of memory; processing it again "
+                f"({grant.deaths} such death(s) in a row, at most execution.max_retries = "
+                f"{platform.config().execution.max_retries})"
+            )
+        _GRANTS[(context.run_id, partition)] = grant
+        try:
+            yield
+        finally:
+            _GRANTS.pop((context.run_id, partition), None)
+
+
+def refuse_after_worker_deaths(context: AssetExecutionContext, platform: PlatformResource, partition: str) -> None:
+    """Fail the partition once more workers died on it in a row than execution.max_retries allows: a slide
+    that kills every worker (out of memory, a reader crash) would otherwise be redelivered forever."""
+    grant = _GRANTS.get((context.run_id, partition))
+    limit = platform.config().execution.max_retries
+    if grant is not None and grant.deaths > limit:
+        raise WorkerDiedError(
+            f"the worker process writing it died {grant.deaths} times in a row before finishing (last: "
+            f"{grant.describe_died_holder()}): killed, or out of memory (lower model.batch_size or give the "
+            f"worker more memory); not retried again (execution.max_retries = {limit}): fix the cause, then "
+            "rerun the slide"
+        )
+
+
 def mark_orphaned_runs(instance: DagsterInstance) -> list[str]:
     """Fail the STARTED runs of this host whose process is gone (a ``kill -9``, a crashed worker or a
     stopped ``dagster dev``): otherwise they would show as running forever."""
@@ -189,6 +242,9 @@ def mark_orphaned_runs(instance: DagsterInstance) -> list[str]:
             run,
         )
         instance.report_run_failed(run)
+        # A killed run cannot free its concurrency slots (the gpu pool): free them, or later runs wait forever.
+        with contextlib.suppress(Exception):
+            instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
         orphans.append(run.run_id)
     return orphans
 
@@ -223,3 +279,25 @@ def retry_policy(config: PlatformConfig) -> RetryPolicy:
         backoff=Backoff.EXPONENTIAL,
         jitter=Jitter.PLUS_MINUS,
     )
+
+
+GPU_POOL = "gpu"
+CELERY_QUEUE_TAG = "dagster-celery/queue"
+
+
+def step_tags(config: PlatformConfig, pipeline: str, kind: str) -> dict[str, str]:
+    """Tags of a pipeline's steps: which Celery queue runs them (tiling: ``cpu``, models: ``gpu``) when the
+    platform runs on Celery workers; harmless otherwise."""
+    celery = config.execution.celery
+    return {"slide2vec/pipeline": pipeline, CELERY_QUEUE_TAG: celery.gpu_queue if kind == "gpu" else celery.cpu_queue}
+
+
+def ensure_gpu_pool(instance: DagsterInstance, config: PlatformConfig) -> None:
+    """Give the ``gpu`` concurrency pool the size the platform config asks for (execution.gpu_pool_size)."""
+    size = config.execution.gpu_pool_size
+    storage = instance.event_log_storage
+    if not storage.supports_global_concurrency_limits:
+        return
+    info = storage.get_concurrency_info(GPU_POOL)
+    if info.slot_count != size:
+        storage.set_concurrency_slots(GPU_POOL, size)

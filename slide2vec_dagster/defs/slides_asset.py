@@ -36,15 +36,20 @@ def manifest_entries(config: PlatformConfig) -> list[SlideEntry]:
 def changed_slide_observations(
     instance: DagsterInstance, entries: Iterable[SlideEntry], registered: set[str]
 ) -> list[AssetObservation]:
-    """Observations for the registered slides whose data version differs from the last one observed."""
+    """Observations for the registered slides whose data version differs from the last one observed. A
+    slide never observed is left to its run, whose first step observes it: observing it here too would
+    record every new batch twice (12 ms an event on Postgres: 6 s a tick of 500 new slides)."""
     wanted = {entry.sample_id: entry for entry in entries if entry.sample_id in registered}
     latest = instance.event_log_storage.get_latest_tags_by_partition(
         SLIDES_KEY, DagsterEventType.ASSET_OBSERVATION, [DATA_VERSION_TAG]
     )
     observations = []
     for sample_id, entry in wanted.items():
+        recorded = latest.get(sample_id, {}).get(DATA_VERSION_TAG)
+        if recorded is None:
+            continue
         version = slide_data_version(entry)
-        if latest.get(sample_id, {}).get(DATA_VERSION_TAG) != version:
+        if recorded != version:
             observations.append(
                 AssetObservation(
                     asset_key=SLIDES_KEY,

@@ -20,7 +20,7 @@ from slide2vec_dagster.config import PlatformConfig
 from slide2vec_dagster.defs.asset_keys import tiling_asset_keys
 from slide2vec_dagster.defs.partitions import sample_partitions
 from slide2vec_dagster.defs.resources import PlatformResource
-from slide2vec_dagster.defs.slide_runs import retry_policy, slide_step
+from slide2vec_dagster.defs.slide_runs import one_writer, retry_policy, slide_step, step_tags
 from slide2vec_dagster.defs.slides_asset import SLIDES_KEY
 from slide2vec_dagster.provenance import sidecar_lineage
 
@@ -57,9 +57,13 @@ def build_tiling_assets(pipeline: str, config: PlatformConfig) -> AssetsDefiniti
         # One slide per run: a bad slide fails its own run and partition, never its neighbours'.
         backfill_policy=BackfillPolicy.multi_run(1),
         retry_policy=retry_policy(config),
-        op_tags={"slide2vec/pipeline": pipeline},
+        op_tags=step_tags(config, pipeline, "cpu"),
     )
     def tiling(context: AssetExecutionContext, platform: PlatformResource) -> Iterator[Output[Any]]:
+        with one_writer(context, platform, pipeline):
+            yield from _tiling(context, platform)
+
+    def _tiling(context: AssetExecutionContext, platform: PlatformResource) -> Iterator[Output[Any]]:
         from slide2vec_dagster.slide_tiling import describe, tile_sample, warnings_of
 
         with slide_step(context, platform, pipeline, "tiling") as step:
