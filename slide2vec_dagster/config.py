@@ -300,7 +300,10 @@ class ExecutionConfig(BaseModel):
         default="0 2 * * *", description="when the backfill schedule looks for missing or stale partitions"
     )
     max_runs_per_tick: int = Field(
-        default=500, ge=1, le=100_000, description="new slides registered and requested per cohort-sensor tick"
+        default=500,
+        ge=1,
+        le=100_000,
+        description="new slides registered and requested (and edited slides observed) per cohort-sensor tick",
     )
 
 

@@ -17,7 +17,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,15 +64,13 @@ def _weights_key(pipeline: PipelineConfig) -> tuple[Any, ...]:
     return (weights, model.revision, model.trust_remote_code, device, str(pipeline.speed.precision))
 
 
-def cached_patient_encoder(pipeline: PipelineConfig) -> PatientEncoder:
-    model = pipeline.model
-    assert model is not None and model.patient_encoder is not None
-    key = ("patient", model.patient_encoder, *_weights_key(pipeline))
-    spec = get_slide_spec(model.patient_encoder, level="patient")
-    weights, revision, trust, device, precision = key[2:]
+def _cached(pipeline: PipelineConfig, level: str, name: str, load: Callable[..., Any]) -> Any:
+    """The ``level`` encoder ``name`` of ``pipeline`` from the process's model cache (loaded on a miss)."""
+    weights, revision, trust, device, precision = _weights_key(pipeline)
+    spec = get_slide_spec(name, level=level)
     return MODELS.get(
-        key,
-        lambda: load_patient_encoder(
+        (level, name, weights, revision, trust, device, precision),
+        lambda: load(
             spec.name,
             None if spec.is_baseline else weights,
             device=device,
@@ -82,6 +80,12 @@ def cached_patient_encoder(pipeline: PipelineConfig) -> PatientEncoder:
         ),
         budget_bytes=cache_budget(pipeline),
     )
+
+
+def cached_patient_encoder(pipeline: PipelineConfig) -> PatientEncoder:
+    model = pipeline.model
+    assert model is not None and model.patient_encoder is not None
+    return _cached(pipeline, "patient", model.patient_encoder, load_patient_encoder)
 
 
 def cached_slide_encoder(pipeline: PipelineConfig) -> SlideEncoder:
@@ -91,21 +95,7 @@ def cached_slide_encoder(pipeline: PipelineConfig) -> SlideEncoder:
         patient = cached_patient_encoder(pipeline)
         if patient.slide_encoder is not None:  # MOOZY: the slide encoder ships in the patient checkpoint
             return patient.slide_encoder
-    key = ("slide", model.slide_encoder, *_weights_key(pipeline))
-    spec = get_slide_spec(model.slide_encoder, level="slide")
-    weights, revision, trust, device, precision = key[2:]
-    return MODELS.get(
-        key,
-        lambda: load_slide_encoder(
-            spec.name,
-            None if spec.is_baseline else weights,
-            device=device,
-            precision=None if spec.is_baseline else precision,
-            revision=None if spec.is_baseline else revision,
-            trust_remote_code=trust,
-        ),
-        budget_bytes=cache_budget(pipeline),
-    )
+    return _cached(pipeline, "slide", model.slide_encoder, load_slide_encoder)
 
 
 def slide_inputs_fingerprint(pipeline: PipelineConfig, coordinates_meta: dict[str, Any]) -> str:

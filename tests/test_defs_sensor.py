@@ -74,3 +74,43 @@ def test_sensor_reports_a_broken_manifest(tmp_path: Path):
     manifest.write_text("sample_id,image_path\n001,a.svs\n001,b.svs\n", encoding="utf-8")
     with instance_for_test() as instance, pytest.raises(ManifestError, match="duplicate sample_id '001'"):
         sensor(build_sensor_context(instance=instance, cursor=None))
+
+
+def test_edited_rows_are_observed_at_most_max_runs_per_tick_a_tick(tmp_path: Path):
+    """Rows edited after their runs observed them get a new data version, max_runs_per_tick a tick (the cursor
+    stays behind until all are observed); rows never observed are left to their runs."""
+    import yaml
+
+    rows = [
+        {"sample_id": f"s{i}", "image_path": str(DATA / "synthetic-he-0.5mpp.tiff"), "patient_id": "pa"}
+        for i in range(5)
+    ]
+    manifest = write_manifest(tmp_path / "cohort.csv", rows)
+    path = write_platform_config(tmp_path, ["cohort.csv"])
+    config = yaml.safe_load(path.read_text())
+    config["execution"] = {"max_runs_per_tick": 2}
+    path.write_text(yaml.safe_dump(config))
+    defs = build_definitions(load_config(path))
+    with instance_for_test() as instance:
+        cursor = None
+        for _ in range(3):  # 5 new slides, 2 a tick
+            result = _evaluate(defs, instance, cursor)
+            assert result.asset_events == []  # never observed: left to their runs
+            cursor = result.cursor
+        assert len(instance.get_dynamic_partitions("sample_id")) == 5
+        for sample_id in ("s0", "s1", "s2", "s3"):  # their runs observe them (s4's has not run yet)
+            defs.resolve_job_def("p1_job").execute_in_process(partition_key=sample_id, instance=instance)
+
+        for row in rows:  # a new spacing for every row
+            row["spacing_at_level_0"] = "0.5"
+        write_manifest(manifest, rows)
+        observed: list[str] = []
+        for expected in (["s0", "s1"], ["s2", "s3"]):
+            result = _evaluate(defs, instance, cursor)
+            assert isinstance(result, SensorResult) and result.run_requests == []
+            assert [event.partition for event in result.asset_events] == expected
+            observed += expected
+            held_back = result.cursor == cursor
+            cursor = result.cursor
+        assert observed == ["s0", "s1", "s2", "s3"] and not held_back  # s4: never observed, not observed now
+        assert isinstance(_evaluate(defs, instance, cursor), SkipReason)

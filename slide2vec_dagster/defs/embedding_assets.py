@@ -7,7 +7,6 @@ from typing import Any
 
 from dagster import (
     AssetCheckResult,
-    AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
     AssetIn,
@@ -31,6 +30,7 @@ from slide2vec_dagster.defs.slide_runs import (
     coordinates_of,
     fail_slide,
     one_writer,
+    payload_checks,
     retry_policy,
     slide_step,
     step_tags,
@@ -162,16 +162,8 @@ def build_embedding_asset(pipeline: str, config: PlatformConfig) -> AssetsDefini
                 keep=TILING_COLUMNS,
                 withdraw_files=embedding_files(layout, key.path[-1], sample_id),
             ) from exc
-        for result in results:
-            yield AssetCheckResult(
-                asset_key=key,
-                check_name=result.name,
-                passed=result.passed,
-                severity=AssetCheckSeverity.ERROR,
-                description=result.description,
-                metadata={"payload": MetadataValue.path(str(payload))},
-            )
-        failed = [f"{r.name} ({r.description})" for r in results if not r.passed]
+        checks, failed = payload_checks(key, payload, results)
+        yield from checks
         if failed:
             raise fail_slide(
                 platform,

@@ -14,7 +14,6 @@ from typing import Any
 from dagster import (
     AllPartitionMapping,
     AssetCheckResult,
-    AssetCheckSeverity,
     AssetDep,
     AssetExecutionContext,
     AssetObservation,
@@ -36,6 +35,7 @@ from slide2vec_dagster.defs.slide_assets import slide_output_dim, vector_check_s
 from slide2vec_dagster.defs.slide_runs import (
     GPU_POOL,
     one_writer,
+    payload_checks,
     refuse_after_worker_deaths,
     retry_policy,
     step_tags,
@@ -147,16 +147,8 @@ def build_patient_asset(pipeline: str, config: PlatformConfig) -> AssetsDefiniti
         except Exception as exc:
             withdraw(patient_files(layout, patient_id))
             raise Failure(description=f"patient {patient_id!r}: {process_list.format_error(exc)}") from exc
-        for result in results:
-            yield AssetCheckResult(
-                asset_key=key,
-                check_name=result.name,
-                passed=result.passed,
-                severity=AssetCheckSeverity.ERROR,
-                description=result.description,
-                metadata={"payload": MetadataValue.path(str(payload))},
-            )
-        failed = [f"{r.name} ({r.description})" for r in results if not r.passed]
+        checks, failed = payload_checks(key, payload, results)
+        yield from checks
         if failed:
             withdraw(patient_files(layout, patient_id))
             raise Failure(description=f"patient {patient_id!r}: {payload} fails {', '.join(failed)}; withdrawn")

@@ -62,7 +62,14 @@ def build_cohort_sensor(config: PlatformConfig, jobs: list[UnresolvedAssetJobDef
             loader.get_existing_dynamic_partitions(sample_partitions.name, new_samples)
         # Rows registered before and edited since (a new spacing, a replaced file): their data versions. A
         # slide's first version is recorded by its own run (its first step observes it), not here.
-        observations = changed_slide_observations(context.instance, [slides[s] for s in known if s in slides], known)
+        observations = changed_slide_observations(
+            context.instance, [entry for sid, entry in slides.items() if sid in known], known
+        )
+        # The daemon records a tick's observations one at a time (16 ms each on Postgres): at most
+        # max_runs_per_tick a tick too, or an edit of a whole cohort (a moved folder) would make one tick of
+        # half an hour and a result past gRPC's 100 MB. The rest come on the next ticks (cursor held back).
+        unobserved = len(observations) - config.execution.max_runs_per_tick
+        observations = observations[: config.execution.max_runs_per_tick]
         run_requests = [
             RunRequest(
                 run_key=f"{job.name}:{sample_id}",
@@ -78,10 +85,12 @@ def build_cohort_sensor(config: PlatformConfig, jobs: list[UnresolvedAssetJobDef
             f"{len(new_samples)} new slide(s), {len(new_patients)} new patient(s) registered"
             + (f", {left} more on the next tick(s)" if left else "")
             + f"; {len(observations)} slide(s) observed with a new data version"
+            + (f", {unobserved} more on the next tick(s)" if unobserved > 0 else "")
         )
-        # While new rows are left, the cursor stays behind so the next tick reads the manifests again.
+        # While rows are left, the cursor stays behind so the next tick reads the manifests again.
+        behind = left > 0 or unobserved > 0
         return SensorResult(
-            run_requests=run_requests, asset_events=observations, cursor=context.cursor if left else stamps
+            run_requests=run_requests, asset_events=observations, cursor=context.cursor if behind else stamps
         )
 
     return cohort_sensor

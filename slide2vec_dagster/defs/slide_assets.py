@@ -11,7 +11,6 @@ from typing import Any
 
 from dagster import (
     AssetCheckResult,
-    AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
     AssetIn,
@@ -19,7 +18,6 @@ from dagster import (
     AssetOut,
     AssetsDefinition,
     BackfillPolicy,
-    MetadataValue,
     Output,
     multi_asset,
 )
@@ -36,6 +34,7 @@ from slide2vec_dagster.defs.slide_runs import (
     coordinates_of,
     fail_slide,
     one_writer,
+    payload_checks,
     retry_policy,
     slide_step,
     step_tags,
@@ -179,16 +178,8 @@ def build_slide_assets(pipeline: str, config: PlatformConfig) -> AssetsDefinitio
             results = verify_vector(payload, layout.embedding_meta(SLIDE_KIND, sample_id), dim)
         except Exception as exc:
             raise failure(exc) from exc
-        for result in results:
-            yield AssetCheckResult(
-                asset_key=slide_key,
-                check_name=result.name,
-                passed=result.passed,
-                severity=AssetCheckSeverity.ERROR,
-                description=result.description,
-                metadata={"payload": MetadataValue.path(str(payload))},
-            )
-        failed = [f"{r.name} ({r.description})" for r in results if not r.passed]
+        checks, failed = payload_checks(slide_key, payload, results)
+        yield from checks
         if failed:
             raise failure(EmbeddingCheckError(f"{payload} fails {', '.join(failed)}; the files were withdrawn"))
 

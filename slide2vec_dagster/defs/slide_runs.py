@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
     AssetExecutionContext,
     AssetKey,
     AssetObservation,
@@ -301,3 +303,21 @@ def ensure_gpu_pool(instance: DagsterInstance, config: PlatformConfig) -> None:
     info = storage.get_concurrency_info(GPU_POOL)
     if info.slot_count != size:
         storage.set_concurrency_slots(GPU_POOL, size)
+
+
+def payload_checks(key: AssetKey, payload: Path, results: Iterable[Any]) -> tuple[list[AssetCheckResult], list[str]]:
+    """The blocking checks' results on a written payload as Dagster check results, and the failed ones
+    described (``name (description)``) for the failure message."""
+    results = list(results)
+    checks = [
+        AssetCheckResult(
+            asset_key=key,
+            check_name=result.name,
+            passed=result.passed,
+            severity=AssetCheckSeverity.ERROR,
+            description=result.description,
+            metadata={"payload": MetadataValue.path(str(payload))},
+        )
+        for result in results
+    ]
+    return checks, [f"{r.name} ({r.description})" for r in results if not r.passed]
