@@ -257,6 +257,15 @@ def upstream_run_id(meta: dict[str, Any]) -> str | None:
     return str(run_id) if run_id else None
 
 
+def reuse_status(status: str, meta: dict[str, Any], run_id: str | None) -> str:
+    """The process-list status of a step's outcome. A step that found its outputs current (``skipped``) but
+    written by this same run reports ``done``: it was launched again (its run worker died and the run was
+    resumed, or it was retried) and found its own earlier attempt's outputs; this run made them."""
+    if status == "skipped" and run_id is not None and upstream_run_id(meta) == run_id:
+        return "done"
+    return status
+
+
 def describe_code(code: dict[str, Any] | None) -> str:
     """``git <commit> (+ local changes)`` or ``slide2vec-dagster <version>``."""
     if not code:

@@ -155,6 +155,50 @@ def test_a_worker_killed_mid_slide_leaves_no_partial_file_and_the_slide_is_done_
     assert out.joinpath(".locks/sample_id/s00.lock").read_text() == ""
 
 
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def test_a_run_worker_killed_mid_run_is_resumed_by_another(tmp_path: Path):
+    """The run's own worker dies while the slide is being embedded: the broker delivers the run again to the
+    other run worker, which resumes it (tiling kept), and the slide ends done."""
+    marker = tmp_path / "embedding-started"
+    slow = {"S2V_SLOW_MARKER": str(marker), "S2V_SLOW_SECONDS": "4"}
+    with DeployedStack(tmp_path / "stack", _rows(1), PIPELINE) as stack:
+        for name in ("worker-runs-a", "worker-runs-b"):
+            stack.start_worker(name, "runs", concurrency=1)
+        stack.start_worker("worker-cpu", "cpu")
+        stack.start_worker("worker-gpu-slow", "gpu", shim=SLOW_WORKER, extra_env=slow)
+        stack.wait_ready(["worker-runs-a", "worker-runs-b", "worker-cpu", "worker-gpu-slow"])
+        stack.start_daemon()
+        deadline = time.monotonic() + 300
+        while not marker.exists():
+            assert time.monotonic() < deadline, stack.log("worker-gpu-slow")[-3000:]
+            time.sleep(0.5)
+        with DagsterInstance.get() as instance:
+            (run,) = instance.get_runs()
+            started = [e.message for e in instance.all_logs(run.run_id) if "Started process for run" in e.message]
+            run_pid = int(started[0].rsplit("pid: ", 1)[1].rstrip(")."))
+            owner = next(
+                name for name in ("worker-runs-a", "worker-runs-b") if stack.processes[name].pid == _parent(run_pid)
+            )
+            stack.kill(owner, signal.SIGKILL)  # the run worker and its pool: the run's process is gone
+
+            (run,) = stack.wait_for_runs(1, timeout_s=300, instance=instance)
+            assert run.status == DagsterRunStatus.SUCCESS, stack.log("daemon")[-3000:]
+            messages = [entry.message for entry in instance.all_logs(run.run_id)]
+            assert any("the run worker that ran this run is gone" in m for m in messages), messages[-20:]
+            # The tiling was done before the kill: kept, not done again.
+            resumed = next(m for m in messages if m.startswith("Resuming the run:"))
+            assert "p__tiling" in resumed.split("kept", 1)[1].split(";")[0], resumed
+            tiling_starts = [m for m in messages if m.startswith('Started execution of step "p__tiling"')]
+            assert len(tiling_starts) == 1, tiling_starts
+
+    row = _process_list(stack)["s00"]
+    assert row["status"] == "done" and row["feature_path"].endswith("s00.pt")
+    assert check_output_dir(stack.output_dir("p")) == []
+
+
 def test_a_slide_that_kills_every_worker_fails_with_a_clear_row(tmp_path: Path):
     """execution.max_retries: 0 -> the first redelivery after a worker died is refused: a failed row, no loop."""
     marker = tmp_path / "embedding-started"

@@ -112,3 +112,44 @@ def test_the_model_cache_loads_once_and_evicts_the_least_recently_used(monkeypat
     # A model larger than the whole budget is still kept (alone): evicting it would reload it every slide.
     cache.get("huge", loader("huge", 500))
     assert cache.get("huge", loader("huge", 500)) is not None and loads[-1] == "huge" and loads.count("huge") == 1
+
+
+def test_a_resumed_run_keeps_the_steps_it_finished_and_runs_the_rest():
+    """What ``ResumingCeleryExecutor`` gives the Celery loop when a run worker died: the steps after the last
+    success, with the finished steps' outputs known (a run whose second step was cut off stands in for it)."""
+    from types import SimpleNamespace
+
+    from dagster import DagsterInstance, Failure, job, op
+    from dagster._core.definitions.job_base import InMemoryJob
+    from dagster._core.execution.api import create_execution_plan
+
+    from slide2vec_dagster.defs.celery_executor import steps_left_to_run
+
+    @op
+    def tiled() -> int:
+        return 1
+
+    @op
+    def embedded(n: int) -> int:
+        raise Failure("the worker died here")
+
+    @op
+    def summarised(n: int) -> int:
+        return n
+
+    @job
+    def slide_job():
+        summarised(embedded(tiled()))
+
+    with instance_for_test() as instance:
+        assert isinstance(instance, DagsterInstance)
+        result = slide_job.execute_in_process(instance=instance, raise_on_error=False)
+        run = instance.get_run_by_id(result.run_id)
+        context = SimpleNamespace(dagster_run=run, instance=instance, job=InMemoryJob(slide_job))
+        plan, left = steps_left_to_run(context, create_execution_plan(slide_job))
+    assert left == ["embedded", "summarised"]
+    assert plan.step_keys_to_execute == ["embedded", "summarised"]
+    # The kept step's output is read from this same run (its IO manager's path): the step is not run again.
+    produced = plan.known_state.parent_state
+    assert produced.run_id == run.run_id
+    assert {handle.step_key for handle in produced.produced_outputs} == {"tiled"}

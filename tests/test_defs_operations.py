@@ -13,8 +13,7 @@ import pytest
 import yaml
 from dagster import (
     AssetKey,
-    DagsterEventType,
-    EventRecordsFilter,
+    AssetRecordsFilter,
     RunRequest,
     build_schedule_context,
     instance_for_test,
@@ -256,11 +255,9 @@ def test_a_transient_io_error_is_retried_and_bad_input_is_not(tmp_path: Path, mo
         broken = _run(defs, instance, "b")
         assert not broken.success and _retries(instance, broken.run_id) == 0
         # The error is on the failed partition itself (what the UI's partition page lists), not only in the log.
-        records = instance.get_event_records(
-            EventRecordsFilter(
-                DagsterEventType.ASSET_OBSERVATION, asset_key=AssetKey(["p", "coordinates"]), asset_partitions=["b"]
-            )
-        )
+        records = instance.fetch_observations(
+            AssetRecordsFilter(asset_key=AssetKey(["p", "coordinates"]), asset_partitions=["b"]), limit=10
+        ).records
         metadata = records[0].asset_observation.metadata
         assert metadata["status"].value == "failed" and metadata["failure_kind"].value == "input"
         assert metadata["error"].value.startswith("SlideOpenError:")

@@ -171,6 +171,15 @@ def test_metadata_facts_flatten_a_sidecar():
     assert provenance.upstream_run_id(coords) == "r0" and provenance.upstream_run_id(meta) == "r1"
 
 
+def test_reuse_status_reports_done_only_for_outputs_this_run_wrote():
+    meta = {"provenance": {"run_id": "r1", "inputs_fingerprint": "x"}}
+    assert provenance.reuse_status("skipped", meta, "r1") == "done"  # a relaunched step found its own outputs
+    assert provenance.reuse_status("skipped", meta, "r2") == "skipped"  # an earlier run's outputs
+    assert provenance.reuse_status("skipped", meta, None) == "skipped"
+    assert provenance.reuse_status("skipped", {}, "r1") == "skipped"
+    assert provenance.reuse_status("done", meta, "r2") == "done"
+
+
 # ------------------------------------------------------------------------------------- config history
 
 

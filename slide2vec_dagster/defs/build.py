@@ -50,9 +50,9 @@ def executor_for(config: PlatformConfig) -> ExecutorDefinition:
     the code location once and keep models loaded between slides."""
     if config.execution.executor == "in_process":
         return in_process_executor
-    from dagster_celery import celery_executor
+    from slide2vec_dagster.defs.celery_executor import configured_celery_executor
 
-    return celery_executor.configured(celery_executor_config(config), name="celery")
+    return configured_celery_executor(celery_executor_config(config))
 
 
 def build_definitions(config: PlatformConfig) -> Definitions:

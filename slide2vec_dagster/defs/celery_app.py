@@ -9,11 +9,16 @@ start: ``warm_up``), and keeps models loaded between slides (``encoders.cache.MO
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
-from dagster_celery.config import DEFAULT_CONFIG
+from dagster import DagsterInstance, DagsterRunStatus
+from dagster._cli.api import _execute_run_command_body, _resume_run_command_body
+from dagster._grpc.types import ExecuteRunArgs
+from dagster_celery.config import DEFAULT_CONFIG, TASK_EXECUTE_JOB_NAME
 from dagster_celery.make_app import make_app
-from dagster_celery.tasks import create_execute_job_task, create_resume_job_task, create_task
+from dagster_celery.tasks import create_resume_job_task, create_task
+from dagster_shared.serdes import unpack_value
 
 from slide2vec_dagster.config import default_config_path, load_config
 from slide2vec_dagster.defs.celery_settings import RELIABLE
@@ -32,8 +37,33 @@ def app_args(broker: str, backend: str, run_queue: str) -> dict[str, Any]:
 _celery = load_config(default_config_path()).execution.celery
 app = make_app(app_args(_celery.broker, _celery.backend, _celery.run_queue))
 execute_plan = create_task(app)
-execute_job = create_execute_job_task(app)
 resume_job = create_resume_job_task(app)
+
+
+@app.task(bind=True, name=TASK_EXECUTE_JOB_NAME, track_started=True)
+def execute_job(task: Any, execute_job_args_packed: Any) -> int:
+    """dagster-celery's run task, which also survives its worker's death. The broker delivers the task again
+    when its worker dies mid-run (``acks_late``); dagster-celery would then ignore it ("a duplicate run") and
+    leave the run STARTED forever, since its health check reads the new delivery's state. Here a run found
+    STARTED is resumed instead: the steps already done are kept, the others run again (a step whose old
+    worker still runs waits for the slide's lock, then finds its outputs current)."""
+    args = unpack_value(execute_job_args_packed, as_type=ExecuteRunArgs)
+    with DagsterInstance.get() as instance:
+        run = instance.get_run_by_id(args.run_id)
+        body = _execute_run_command_body
+        if run is not None and run.status == DagsterRunStatus.STARTED:
+            instance.report_engine_event(
+                f"the run worker that ran this run is gone (killed or out of memory); resuming it on "
+                f"{task.request.hostname or socket.gethostname()}",
+                run,
+            )
+            body = _resume_run_command_body
+        return body(
+            instance=instance,
+            run_id=args.run_id,
+            write_stream_fn=lambda _event: None,
+            set_exit_code_on_failure=args.set_exit_code_on_failure is not False,  # dagster-celery's default
+        )
 
 
 def warm_up(steps: bool) -> None:

@@ -29,7 +29,7 @@ from slide2vec_dagster.defs.asset_keys import LATENTS
 from slide2vec_dagster.defs.resources import PlatformResource
 from slide2vec_dagster.defs.slide_runs import fail_slide
 from slide2vec_dagster.layout import EMBEDDING_KINDS, PATIENT_KIND, PREVIEW_ARTIFACTS, SLIDE_KIND, OutputLayout
-from slide2vec_dagster.provenance import metadata_facts
+from slide2vec_dagster.provenance import metadata_facts, reuse_status
 
 if TYPE_CHECKING:
     from slide2vec_dagster.slide_embedding import EmbeddingOutcome
@@ -182,7 +182,7 @@ class Slide2vecIOManager(ConfigurableIOManager):
             context,
             layout,
             sample_id,
-            outcome.status,
+            reuse_status(outcome.status, outcome.meta, context.run_id),
             # A fresh tiling makes the row's embedding columns (an older run's) stale; a skip keeps them.
             keep=() if outcome.status == "done" else None,
             num_tiles=outcome.n_tiles,
@@ -214,7 +214,7 @@ class Slide2vecIOManager(ConfigurableIOManager):
             context,
             layout,
             outcome.sample_id,
-            outcome.status,
+            reuse_status(outcome.status, outcome.meta, context.run_id),
             encoder_name=outcome.meta["encoder_name"],
             feature_path=payload,
             run_id=context.run_id,
@@ -264,7 +264,8 @@ class Slide2vecIOManager(ConfigurableIOManager):
                 layout.slide_latents(sample_id, output_format),
                 outcome.latents,
             )
-        repaired = self._update_row(context, layout, sample_id, outcome.status, slide_feature_path=payload, **reused)
+        status = reuse_status(outcome.status, outcome.meta, context.run_id)
+        repaired = self._update_row(context, layout, sample_id, status, slide_feature_path=payload, **reused)
         return {"payload": MetadataValue.path(str(payload)), "meta": MetadataValue.path(str(meta)), **repaired}
 
     def _describe_latents(self, layout: OutputLayout, outcome: SlideOutcome) -> dict[str, Any]:
