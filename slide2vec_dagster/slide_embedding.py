@@ -92,7 +92,7 @@ def inputs_fingerprint(pipeline: PipelineConfig, coordinates_meta: dict[str, Any
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def _reusable(
+def reusable_embedding(
     kind: str,
     sample_id: str,
     pipeline: PipelineConfig,
@@ -152,7 +152,7 @@ def embed_sample(
     hierarchical = kind == "hierarchical_embeddings" and multiple
     expected = (n_rows, multiple * multiple, feature_dim) if hierarchical else (n_rows, feature_dim)
     if reuse_existing:
-        meta = _reusable(kind, entry.sample_id, pipeline, layout, fingerprint, expected)
+        meta = reusable_embedding(kind, entry.sample_id, pipeline, layout, fingerprint, expected)
         if meta is not None:
             copy = source if source is not None and source.copied_into_layout else None
             return EmbeddingOutcome(entry.sample_id, kind, "skipped", None, meta, coordinates_copy=copy)

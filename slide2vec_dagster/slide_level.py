@@ -39,7 +39,13 @@ from slide2vec_dagster.encoders.slide_loading import PatientEncoder, SlideEncode
 from slide2vec_dagster.layout import EMBEDDING_KINDS, PATIENT_KIND, SLIDE_KIND, OutputLayout
 from slide2vec_dagster.manifest import SlideEntry
 from slide2vec_dagster.provenance import upstream_run_id
-from slide2vec_dagster.slide_embedding import cache_budget, embed_sample, inputs_fingerprint, resolve_device
+from slide2vec_dagster.slide_embedding import (
+    cache_budget,
+    embed_sample,
+    inputs_fingerprint,
+    resolve_device,
+    reusable_embedding,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -133,21 +139,15 @@ def _slide_reusable(
 ) -> dict[str, Any] | None:
     """The slide sidecar on disk, if made from the same inputs and its payload (and latents, when the
     pipeline keeps them) load with the promised shape and dtype; anything unreadable means: compute again."""
-    payload = layout.embedding_payload(SLIDE_KIND, sample_id, pipeline.output_format)
-    meta_path = layout.embedding_meta(SLIDE_KIND, sample_id)
-    if not (payload.exists() and meta_path.exists()):
-        return None
+    meta = reusable_embedding(SLIDE_KIND, sample_id, pipeline, layout, fingerprint, (dim,))
+    if meta is None or not pipeline.writes_latents:
+        return meta
+    latents = layout.slide_latents(sample_id, pipeline.output_format)
     try:
-        meta = read_meta(meta_path)
-        if meta.get("provenance", {}).get("inputs_fingerprint") != fingerprint:
-            return None
-        embedding = read_embedding(payload)
-        if tuple(embedding.shape) != (dim,) or feature_dtype_name(embedding.dtype) != meta.get("feature_dtype"):
-            return None
-        if pipeline.writes_latents and read_latents(layout.slide_latents(sample_id, pipeline.output_format)) is None:
+        if read_latents(latents) is None:
             return None
     except Exception as exc:
-        logger.warning("%s: %s is unreadable (%s); computing again", sample_id, payload, exc)
+        logger.warning("%s: %s is unreadable (%s); computing again", sample_id, latents, exc)
         return None
     return meta
 

@@ -18,7 +18,7 @@ Counting rules, per (asset, partition):
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -261,46 +261,43 @@ class FileStaleness:
     def _tile_embeddings(self, pipeline: str, kind: str, sample_id: str, layout: OutputLayout) -> Verdict:
         from slide2vec_dagster.slide_embedding import inputs_fingerprint
 
-        meta = _read_json(layout.embedding_meta(kind, sample_id))
-        if meta is None:
-            return Verdict("gone", f"{layout.embedding_meta(kind, sample_id)} is missing or unreadable")
-        payload = layout.embedding_payload(kind, sample_id, str(meta.get("format", "pt")))
-        if not payload.exists():
-            return Verdict("gone", f"{payload} is missing")
-        _, coords_meta = self.coordinates(pipeline, sample_id)
-        if coords_meta is None:
-            return Verdict("stale", "its coordinates are gone")
-        recorded = (meta.get("provenance") or {}).get("inputs_fingerprint")
-        if recorded != inputs_fingerprint(self.config.pipelines[pipeline], coords_meta):
-            return Verdict("stale", "made from other coordinates or encoder settings than the current ones")
-        return self._upstream_stale(pipeline, sample_id) or Verdict("done")
+        reason = "made from other coordinates or encoder settings than the current ones"
+        return self._slide_payload(pipeline, kind, sample_id, layout, inputs_fingerprint, reason)
 
     def _slide_embedding(self, pipeline: str, sample_id: str, layout: OutputLayout) -> Verdict:
         from slide2vec_dagster.slide_level import slide_inputs_fingerprint
 
-        meta = _read_json(layout.embedding_meta(SLIDE_KIND, sample_id))
-        if meta is None:
-            return Verdict("gone", f"{layout.embedding_meta(SLIDE_KIND, sample_id)} is missing or unreadable")
-        payload = layout.embedding_payload(SLIDE_KIND, sample_id, str(meta.get("format", "pt")))
-        if not payload.exists():
-            return Verdict("gone", f"{payload} is missing")
+        reason = "made from other tile features or slide-model settings than the current ones"
+        return self._slide_payload(pipeline, SLIDE_KIND, sample_id, layout, slide_inputs_fingerprint, reason)
+
+    def _slide_payload(
+        self,
+        pipeline: str,
+        kind: str,
+        sample_id: str,
+        layout: OutputLayout,
+        current_fingerprint: Callable[[Any, dict[str, Any]], str],
+        stale_reason: str,
+    ) -> Verdict:
+        """A slide's payload made from its coordinates: current when its sidecar's inputs fingerprint is the one
+        the current settings and coordinates give, and its upstream is current."""
+        meta, gone = _paired_payload(kind, sample_id, layout)
+        if gone is not None:
+            return gone
         _, coords_meta = self.coordinates(pipeline, sample_id)
         if coords_meta is None:
             return Verdict("stale", "its coordinates are gone")
         recorded = (meta.get("provenance") or {}).get("inputs_fingerprint")
-        if recorded != slide_inputs_fingerprint(self.config.pipelines[pipeline], coords_meta):
-            return Verdict("stale", "made from other tile features or slide-model settings than the current ones")
+        if recorded != current_fingerprint(self.config.pipelines[pipeline], coords_meta):
+            return Verdict("stale", stale_reason)
         return self._upstream_stale(pipeline, sample_id) or Verdict("done")
 
     def _patient(self, pipeline: str, patient_id: str, layout: OutputLayout) -> Verdict:
         from slide2vec_dagster.slide_level import patient_inputs
 
-        meta = _read_json(layout.embedding_meta(PATIENT_KIND, patient_id))
-        if meta is None:
-            return Verdict("gone", f"{layout.embedding_meta(PATIENT_KIND, patient_id)} is missing or unreadable")
-        payload = layout.embedding_payload(PATIENT_KIND, patient_id, str(meta.get("format", "pt")))
-        if not payload.exists():
-            return Verdict("gone", f"{payload} is missing")
+        meta, gone = _paired_payload(PATIENT_KIND, patient_id, layout)
+        if gone is not None:
+            return gone
         members = [entry for entry in self.slides.values() if entry.patient_id == patient_id]
         if not members:
             return Verdict("unchecked", "no manifest row names this patient any more")
@@ -313,6 +310,17 @@ class FileStaleness:
             if upstream is not None:
                 return Verdict("stale", f"slide {sample_id}: {upstream.reason}")
         return Verdict("done")
+
+
+def _paired_payload(kind: str, partition: str, layout: OutputLayout) -> tuple[dict[str, Any], Verdict | None]:
+    """The sidecar of a partition's payload, or why the pair is gone."""
+    meta = _read_json(layout.embedding_meta(kind, partition))
+    if meta is None:
+        return {}, Verdict("gone", f"{layout.embedding_meta(kind, partition)} is missing or unreadable")
+    payload = layout.embedding_payload(kind, partition, str(meta.get("format", "pt")))
+    if not payload.exists():
+        return meta, Verdict("gone", f"{payload} is missing")
+    return meta, None
 
 
 # ------------------------------------------------------------------------------------- text

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import numpy as np
+import tifffile
 import yaml
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -49,3 +51,15 @@ BAD_ROWS = [
     # JPEG 2000 SVS without MPP and no override: must fail with a message about spacing_at_level_0.
     {"sample_id": "no-spacing", "image_path": str(DATA / "tcga-cr-7395-01a-01-ts1.svs"), "patient_id": "pb"},
 ]
+
+
+def blank_slide(path: Path) -> Path:
+    """A white 2-level pyramid at 0.5 µm/px (in its resolution tags): no tissue at all."""
+    image = np.full((1024, 1024, 3), 250, np.uint8)
+    with tifffile.TiffWriter(path) as tif:
+        for level, subfiletype in ((image, 0), (image[::4, ::4], 1)):
+            tif.write(
+                level, tile=(256, 256), photometric="rgb", compression="jpeg", subfiletype=subfiletype,
+                resolution=(20000, 20000), resolutionunit="CENTIMETER",
+            )  # fmt: skip
+    return path

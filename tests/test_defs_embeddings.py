@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tifffile
 import torch
 from dagster import AssetKey, instance_for_test, materialize
 
@@ -19,21 +18,9 @@ from slide2vec_dagster.defs.partitions import register
 from slide2vec_dagster.encoders import BASELINE_FEATURE_DIM
 from slide2vec_dagster.manifest import read_manifests
 from tests.contract import check_output_dir
-from tests.dagster_helpers import GOOD_ROWS, write_manifest, write_platform_config
+from tests.dagster_helpers import GOOD_ROWS, blank_slide, write_manifest, write_platform_config
 
 BASELINE = {"name": "baseline-color-texture", "batch_size": 16}
-
-
-def _blank_slide(path: Path) -> Path:
-    """A white (tissue-free) 2-level pyramid with 0.5 µm/px in its resolution tags."""
-    image = np.full((1024, 1024, 3), 250, np.uint8)
-    with tifffile.TiffWriter(path) as tif:
-        for level, subfiletype in ((image, 0), (image[::4, ::4], 1)):
-            tif.write(
-                level, tile=(256, 256), photometric="rgb", compression="jpeg", subfiletype=subfiletype,
-                resolution=(20000, 20000), resolutionunit="CENTIMETER",
-            )  # fmt: skip
-    return path
 
 
 def _setup(tmp_path: Path, pipelines: dict, rows: list[dict]):
@@ -96,7 +83,7 @@ def test_hierarchical_npz_fp16_and_zero_tiles(tmp_path: Path):
             "output_format": "npz",
         }
     }
-    rows = [GOOD_ROWS[0], {"sample_id": "blank", "image_path": str(_blank_slide(tmp_path / "blank.tiff"))}]
+    rows = [GOOD_ROWS[0], {"sample_id": "blank", "image_path": str(blank_slide(tmp_path / "blank.tiff"))}]
     config, defs = _setup(tmp_path, pipelines, rows)
     out = config.output_dir("h")
     with instance_for_test() as instance:

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tifffile
 import torch
 import yaml
 from dagster import AssetKey, SensorResult, SkipReason, build_sensor_context, instance_for_test, materialize
@@ -20,7 +19,7 @@ from slide2vec_dagster.defs.partitions import register
 from slide2vec_dagster.encoders import BASELINE_FEATURE_DIM, load_encoder
 from slide2vec_dagster.manifest import read_manifests
 from tests.contract import check_output_dir
-from tests.dagster_helpers import DATA, write_manifest
+from tests.dagster_helpers import DATA, blank_slide, write_manifest
 from tests.slide_encoder_fixtures import FAKE_REVISION, write_fake_remote_repo
 
 CMU = DATA / "CMU-1-Small-Region.svs"
@@ -42,17 +41,6 @@ PATIENT_KEYS = {
     "patient_id", "artifact_type", "encoder_name", "encoder_level", "format", "feature_dim", "num_slides",
     "feature_dtype", "sample_ids", "provenance",
 }  # fmt: skip
-
-
-def _blank_slide(path: Path) -> Path:
-    image = np.full((1024, 1024, 3), 250, np.uint8)
-    with tifffile.TiffWriter(path) as tif:
-        for level, subfiletype in ((image, 0), (image[::4, ::4], 1)):
-            tif.write(
-                level, tile=(256, 256), photometric="rgb", compression="jpeg", subfiletype=subfiletype,
-                resolution=(20000, 20000), resolutionunit="CENTIMETER",
-            )  # fmt: skip
-    return path
 
 
 def _setup(tmp_path: Path, rows: list[dict], pipelines: dict):
@@ -154,7 +142,7 @@ def test_slide_and_patient_embeddings_are_materialised_in_the_contract_layout(tm
 
 
 def test_a_zero_tile_slide_fails_and_is_left_out_of_its_patient(tmp_path: Path):
-    blank = _blank_slide(tmp_path / "blank.tiff")
+    blank = blank_slide(tmp_path / "blank.tiff")
     rows = [ROWS[0], {"sample_id": "empty", "image_path": str(blank), "patient_id": "pa"}]
     rows.append({"sample_id": "only-empty", "image_path": str(blank), "patient_id": "pz"})
     config, defs = _setup(tmp_path, rows, {"p": {"tiling": TILING, "model": MEAN_POOL}})

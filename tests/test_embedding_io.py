@@ -105,7 +105,7 @@ def written(tmp_path: Path):
 
 def test_reuse_needs_the_same_inputs_fingerprint(written):
     pipeline, layout, _, _ = written
-    reuse = slide_embedding._reusable
+    reuse = slide_embedding.reusable_embedding
     assert reuse("tile_embeddings", "s1", pipeline, layout, "abc", (3, 70)) is not None
     assert reuse("tile_embeddings", "s1", pipeline, layout, "other-inputs", (3, 70)) is None
 
@@ -124,4 +124,4 @@ def test_reuse_needs_the_same_inputs_fingerprint(written):
 def test_reuse_loads_the_payload_and_refuses_anything_that_does_not_match(written, damage):
     pipeline, layout, payload, meta = written
     damage(payload, meta)
-    assert slide_embedding._reusable("tile_embeddings", "s1", pipeline, layout, "abc", (3, 70)) is None
+    assert slide_embedding.reusable_embedding("tile_embeddings", "s1", pipeline, layout, "abc", (3, 70)) is None

@@ -28,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tifffile
 import torch
 import yaml
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter, instance_for_test, materialize
@@ -43,7 +42,7 @@ from slide2vec_dagster.encoders import BASELINE_FEATURE_DIM
 from slide2vec_dagster.layout import MAX_ID_BYTES, OutputLayout
 from slide2vec_dagster.manifest import read_manifests
 from tests.contract import check_output_dir
-from tests.dagster_helpers import DATA, write_manifest
+from tests.dagster_helpers import DATA, blank_slide, write_manifest
 
 CMU = DATA / "CMU-1-Small-Region.svs"
 SYNTHETIC = DATA / "synthetic-he-0.5mpp.tiff"
@@ -83,18 +82,6 @@ def _files_of(out: Path, sample_id: str) -> list[str]:
 
 def _debris(out: Path) -> list[str]:
     return sorted(str(p.relative_to(out)) for p in out.rglob(".*") if p.is_file() and ".tmp" in p.name)
-
-
-def _blank_slide(path: Path) -> Path:
-    """A white 2-level pyramid at 0.5 µm/px: no tissue at all."""
-    image = np.full((1024, 1024, 3), 250, np.uint8)
-    with tifffile.TiffWriter(path) as tif:
-        for level, subfiletype in ((image, 0), (image[::4, ::4], 1)):
-            tif.write(
-                level, tile=(256, 256), photometric="rgb", compression="jpeg", subfiletype=subfiletype,
-                resolution=(20000, 20000), resolutionunit="CENTIMETER",
-            )  # fmt: skip
-    return path
 
 
 @pytest.fixture
@@ -194,7 +181,7 @@ def input_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, 
     cases = _input_cases(root)
     rows = [{"sample_id": sid, **row} for sid, row in GOOD.items()]
     rows += [{"sample_id": sid, **row} for sid, (row, _, _) in cases.items()]
-    rows.append({"sample_id": "zero-tissue", "image_path": str(_blank_slide(root / "slides" / "blank.tiff"))})
+    rows.append({"sample_id": "zero-tissue", "image_path": str(blank_slide(root / "slides" / "blank.tiff"))})
     config = _config(root, rows)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DAGSTER_HOME", str(root / "home"))
