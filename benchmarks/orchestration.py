@@ -27,7 +27,9 @@ slides of (its run's end - when it could start, i.e. its launch or the previous 
 loop's time for the same slide, for in-process the median over slides of the run's time (as the CLI prints
 it) - the loop's time; the ratio of the wall times to the loop's; the time
 from the manifest write to the first run starting (the sensor ticks every 5 s here, 30 s by default); and
-the model loads per worker process, counted by the model cache (``model_cache`` metadata).
+the model loads per worker process, counted by the model cache (``model_cache`` metadata). With the
+in-process path it also prints Dagster's floor: the median time of a run that does nothing, and the best
+ratio to the loop that one run per slide allows with it.
 """
 
 from __future__ import annotations
@@ -273,6 +275,36 @@ def run_deployed(root: Path, rows: list[dict[str, str]], launcher: str, loop_tim
 
 
 # --- report ---------------------------------------------------------------------------------------------------
+def empty_run_floor(folder: Path, runs: int = 20) -> float:
+    """Median wall time of a run that does nothing (one partitioned asset returning 1) on a fresh SQLite
+    instance like the CLI's: the least one Dagster run costs here, whatever the pipeline does."""
+    from dagster import DagsterInstance, StaticPartitionsDefinition, asset, materialize
+
+    partitions = StaticPartitionsDefinition([f"s{i}" for i in range(runs + 1)])
+
+    @asset(partitions_def=partitions)
+    def nothing() -> int:
+        return 1
+
+    times = []
+    folder.mkdir(parents=True, exist_ok=True)
+    with DagsterInstance.local_temp(str(folder)) as instance:
+        for i in range(runs + 1):  # the first run creates the instance's databases: not counted
+            started = time.perf_counter()
+            materialize([nothing], instance=instance, partition_key=f"s{i}", raise_on_error=True)
+            times.append(time.perf_counter() - started)
+    return statistics.median(times[1:])
+
+
+def floor_note(floor_s: float, loop: PathResult) -> str:
+    best = (loop.wall_s + loop.slides * floor_s) / loop.wall_s
+    return (
+        f"Dagster's floor here: a run that does nothing takes {floor_s:.3f} s (median, SQLite instance); with one "
+        f"run per slide the in-process path cannot beat {best:.2f}x the loop on these slides "
+        f"({loop.per_slide():.2f} s of work each)."
+    )
+
+
 def report(results: list[PathResult]) -> str:
     loop = next((r for r in results if r.path == "loop"), None)
     lines = [
@@ -350,8 +382,11 @@ def main() -> int:
                 parser.error(f"unknown path {path!r}")
             results.append(result)
             print(f"  {path}: {result.wall_s:.1f} s", flush=True)
+        floor_s = empty_run_floor(base / "floor") if "in-process" in paths else None
     print()
     print(report(results))
+    if floor_s is not None:
+        print(floor_note(floor_s, loop))
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in results], indent=2), encoding="utf-8")
     return 0
