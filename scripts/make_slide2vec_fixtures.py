@@ -31,6 +31,10 @@ VENV = REPO / ".s2v-venv"
 # process_list.csv and config.yaml are the same on every regeneration.
 RUN_DIR = VENV / "fixture-run"
 SLIDE2VEC = "slide2vec==7.1.4"
+# slide2vec writes absolute paths (this repository's) into its text outputs; the copies here hold this
+# stand-in instead, so that no tracked file names the generating machine (readers never use those paths).
+GENERATING_ROOT = "/lab-disk/slide2vec-dagster"
+TEXT_SUFFIXES = (".csv", ".yaml", ".json")
 
 # (sample_id, slide in tests/data, spacing_at_level_0 override): the TCGA slide has no MPP in the file.
 SLIDES = (
@@ -138,7 +142,16 @@ def copy_outputs() -> list[Path]:
         (FIXTURES / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, FIXTURES / rel)  # copyfile: slide2vec writes tiles/ with mode 0600
     shutil.copyfile(RUN_DIR / "manifest.csv", FIXTURES / "manifest.csv")
-    return [*wanted, Path("manifest.csv")]
+    files = [*wanted, Path("manifest.csv")]
+    for rel in files:
+        if rel.suffix in TEXT_SUFFIXES:
+            make_portable(FIXTURES / rel)
+    return files
+
+
+def make_portable(path: Path) -> None:
+    """Replace this repository's absolute path with GENERATING_ROOT (the only change to slide2vec's bytes)."""
+    path.write_text(path.read_text(encoding="utf-8").replace(str(REPO), GENERATING_ROOT), encoding="utf-8")
 
 
 def write_origins(command: list[str], elapsed: float, found: dict[str, str], files: list[Path]) -> None:
@@ -158,7 +171,9 @@ def write_origins(command: list[str], elapsed: float, found: dict[str, str], fil
 
 Written by `scripts/make_slide2vec_fixtures.py` on {datetime.date.today().isoformat()}: the real slide2vec
 7.1.4 (PyPI) tiled the slides of `../` in its own venv, and the script copied its small outputs here,
-byte for byte, in slide2vec's own layout (`tiles/`, `preview/`, `process_list.csv`, `config.yaml`).
+byte for byte but one change, in slide2vec's own layout (`tiles/`, `preview/`, `process_list.csv`,
+`config.yaml`): in the text files the generating repository's absolute path is replaced by
+`{GENERATING_ROOT}`.
 `manifest.csv` and the run's config are the script's inputs. They are what a lab's folder from a slide2vec
 run looks like, for `tiling.read_coordinates_from`.
 
@@ -184,9 +199,10 @@ never loaded (no weights). Settings: backend openslide, 224 px, 0.5 um/px, toler
 
 ## Absolute paths inside the files
 
-The sidecars, `process_list.csv`, `config.yaml` and `manifest.csv` hold absolute paths of the machine
-that generated them (repository at `{REPO}`, run folder `{RUN_DIR}`). Readers must not depend on them:
-the manifest, not the sidecar, says where a slide is.
+The sidecars, `process_list.csv`, `config.yaml` and `manifest.csv` hold absolute paths, as a lab's folder
+from another machine would: the generating repository's root, written as `{GENERATING_ROOT}` (run folder
+`{GENERATING_ROOT}/{RUN_DIR.relative_to(REPO).as_posix()}`). Readers must not depend on them: the manifest,
+not the sidecar, says where a slide is.
 
 | sample_id | slide (spacing override) | `provenance.image_path` as written | tiles |
 |---|---|---|---|
