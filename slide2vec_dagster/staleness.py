@@ -120,34 +120,57 @@ def tiling_staleness(entry: SlideEntry, pipeline: PipelineConfig, layout: Output
     return None
 
 
+def tile_embedding_staleness(
+    sample_id: str, pipeline: PipelineConfig, layout: OutputLayout, coords_meta: dict
+) -> str | None:
+    """Why the slide's tile (or hierarchical) embeddings are missing or stale (None: current): the same test
+    the embedding step makes before it reuses them."""
+    from slide2vec_dagster.slide_embedding import embedding_kind, inputs_fingerprint
+
+    kind = embedding_kind(pipeline)
+    meta = _read(layout.embedding_meta(kind, sample_id))
+    if meta is None:
+        return f"missing: no {kind}"
+    provenance = meta.get("provenance", {})
+    if provenance.get("settings_hash") != pipeline.embedding_fingerprint():
+        return "stale: the encoder settings changed"
+    if provenance.get("coordinates_inputs_fingerprint") != coords_meta.get("artifact", {}).get("inputs_fingerprint"):
+        return "stale: its coordinates changed"
+    if provenance.get("inputs_fingerprint") != inputs_fingerprint(pipeline, coords_meta):
+        return "stale: its inputs changed (code version)"
+    return None
+
+
+def slide_embedding_staleness(
+    sample_id: str, pipeline: PipelineConfig, layout: OutputLayout, coords_meta: dict
+) -> str | None:
+    """Why the slide embedding is missing or stale (None: current): the same test the slide step makes
+    before it reuses it."""
+    from slide2vec_dagster.slide_level import slide_inputs_fingerprint
+
+    meta = _read(layout.embedding_meta(SLIDE_KIND, sample_id))
+    if meta is None:
+        return "missing: no slide embedding"
+    provenance = meta.get("provenance", {})
+    if provenance.get("settings_hash") != pipeline.slide_fingerprint():
+        return "stale: the slide encoder settings changed"
+    if provenance.get("coordinates_inputs_fingerprint") != coords_meta.get("artifact", {}).get("inputs_fingerprint"):
+        return "stale: its coordinates changed"
+    if provenance.get("inputs_fingerprint") != slide_inputs_fingerprint(pipeline, coords_meta):
+        return "stale: its inputs changed (tile encoder settings or code version)"
+    return None
+
+
 def embedding_staleness(
     sample_id: str, pipeline: PipelineConfig, layout: OutputLayout, coords_meta: dict
 ) -> str | None:
     """Why the slide's kept tile / slide embeddings are missing or stale (None: current)."""
-    from slide2vec_dagster.slide_embedding import embedding_kind, inputs_fingerprint
-
-    coordinates = coords_meta.get("artifact", {}).get("inputs_fingerprint")
     if pipeline.writes_tile_embeddings:
-        kind = embedding_kind(pipeline)
-        meta = _read(layout.embedding_meta(kind, sample_id))
-        if meta is None:
-            return f"missing: no {kind}"
-        provenance = meta.get("provenance", {})
-        if provenance.get("settings_hash") != pipeline.embedding_fingerprint():
-            return "stale: the encoder settings changed"
-        if provenance.get("coordinates_inputs_fingerprint") != coordinates:
-            return "stale: its coordinates changed"
-        if provenance.get("inputs_fingerprint") != inputs_fingerprint(pipeline, coords_meta):
-            return "stale: its inputs changed"
+        reason = tile_embedding_staleness(sample_id, pipeline, layout, coords_meta)
+        if reason:
+            return reason
     if pipeline.writes_slide_embeddings:
-        meta = _read(layout.embedding_meta(SLIDE_KIND, sample_id))
-        if meta is None:
-            return "missing: no slide embedding"
-        provenance = meta.get("provenance", {})
-        if provenance.get("settings_hash") != pipeline.slide_fingerprint():
-            return "stale: the slide encoder settings changed"
-        if provenance.get("coordinates_inputs_fingerprint") != coordinates:
-            return "stale: its coordinates changed"
+        return slide_embedding_staleness(sample_id, pipeline, layout, coords_meta)
     return None
 
 
@@ -187,4 +210,12 @@ def due_samples(
     return due
 
 
-__all__ = ["Due", "due_samples", "embedding_staleness", "slide_data_version", "tiling_staleness"]
+__all__ = [
+    "Due",
+    "due_samples",
+    "embedding_staleness",
+    "slide_data_version",
+    "slide_embedding_staleness",
+    "tile_embedding_staleness",
+    "tiling_staleness",
+]

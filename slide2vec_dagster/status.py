@@ -259,16 +259,14 @@ class FileStaleness:
         return None
 
     def _tile_embeddings(self, pipeline: str, kind: str, sample_id: str, layout: OutputLayout) -> Verdict:
-        from slide2vec_dagster.slide_embedding import inputs_fingerprint
+        from slide2vec_dagster.staleness import tile_embedding_staleness
 
-        reason = "made from other coordinates or encoder settings than the current ones"
-        return self._slide_payload(pipeline, kind, sample_id, layout, inputs_fingerprint, reason)
+        return self._slide_payload(pipeline, kind, sample_id, layout, tile_embedding_staleness)
 
     def _slide_embedding(self, pipeline: str, sample_id: str, layout: OutputLayout) -> Verdict:
-        from slide2vec_dagster.slide_level import slide_inputs_fingerprint
+        from slide2vec_dagster.staleness import slide_embedding_staleness
 
-        reason = "made from other tile features or slide-model settings than the current ones"
-        return self._slide_payload(pipeline, SLIDE_KIND, sample_id, layout, slide_inputs_fingerprint, reason)
+        return self._slide_payload(pipeline, SLIDE_KIND, sample_id, layout, slide_embedding_staleness)
 
     def _slide_payload(
         self,
@@ -276,20 +274,20 @@ class FileStaleness:
         kind: str,
         sample_id: str,
         layout: OutputLayout,
-        current_fingerprint: Callable[[Any, dict[str, Any]], str],
-        stale_reason: str,
+        staleness: Callable[[str, Any, OutputLayout, dict[str, Any]], str | None],
     ) -> Verdict:
-        """A slide's payload made from its coordinates: current when its sidecar's inputs fingerprint is the one
-        the current settings and coordinates give, and its upstream is current."""
-        meta, gone = _paired_payload(kind, sample_id, layout)
+        """A slide's payload made from its coordinates, judged by the schedule's own rule (staleness.py) so
+        that what status calls stale is what the schedule runs again; and stale when its coordinates are."""
+        _, gone = _paired_payload(kind, sample_id, layout)
         if gone is not None:
             return gone
         _, coords_meta = self.coordinates(pipeline, sample_id)
         if coords_meta is None:
             return Verdict("stale", "its coordinates are gone")
-        recorded = (meta.get("provenance") or {}).get("inputs_fingerprint")
-        if recorded != current_fingerprint(self.config.pipelines[pipeline], coords_meta):
-            return Verdict("stale", stale_reason)
+        reason = staleness(sample_id, self.config.pipelines[pipeline], layout, coords_meta)
+        if reason is not None:
+            state, _, why = reason.partition(": ")
+            return Verdict("gone" if state == "missing" else "stale", why)
         return self._upstream_stale(pipeline, sample_id) or Verdict("done")
 
     def _patient(self, pipeline: str, patient_id: str, layout: OutputLayout) -> Verdict:

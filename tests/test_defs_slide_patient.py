@@ -327,3 +327,33 @@ def test_hierarchical_tiling_is_refused_for_a_slide_model(tmp_path: Path):
     )
     with pytest.raises(ConfigError, match="region_tile_multiple"):
         load_config(path)
+
+
+def test_status_and_the_schedule_call_the_same_slide_embeddings_stale(tmp_path: Path):
+    """A slide embedding whose recorded inputs differ from the current ones (here: written by another code
+    version, same settings and coordinates) is due for the schedule and stale for status alike: the step
+    would recompute it."""
+    from slide2vec_dagster.defs.slides_asset import manifest_entries
+    from slide2vec_dagster.layout import OutputLayout
+    from slide2vec_dagster.staleness import due_samples
+    from slide2vec_dagster.status import FileStaleness
+
+    lean = {**MEAN_POOL, "save_tile_embeddings": False}
+    config, defs = _setup(tmp_path, ROWS[:1], {"p": {"tiling": TILING, "model": lean}})
+    layout = OutputLayout(config.output_dir("p"))
+    with instance_for_test() as instance:
+        register(instance, read_manifests(config.manifests))
+        assert _run(defs, instance, "a1").success
+    entries = manifest_entries(config)
+    judge = FileStaleness(config, {entry.sample_id: entry for entry in entries})
+    assert due_samples(config.pipelines["p"], layout, entries) == []
+    assert judge("p", "slide_embeddings", "a1").state == "done"
+
+    sidecar = layout.embedding_meta("slide_embeddings", "a1")
+    meta = json.loads(sidecar.read_text())
+    meta["provenance"]["inputs_fingerprint"] = "from-an-older-code-version"
+    sidecar.write_text(json.dumps(meta))
+    (due,) = due_samples(config.pipelines["p"], layout, entries)
+    assert due.sample_id == "a1" and due.reason.startswith("stale: its inputs changed")
+    verdict = FileStaleness(config, {entry.sample_id: entry for entry in entries})("p", "slide_embeddings", "a1")
+    assert verdict.state == "stale" and verdict.reason.startswith("its inputs changed")
