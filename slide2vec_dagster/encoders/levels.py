@@ -20,6 +20,7 @@ from slide2vec_dagster.encoders.slide_spec import (
     get_slide_spec,
 )
 from slide2vec_dagster.encoders.spec import EncoderSpec, get_spec
+from slide2vec_dagster.encoders.weights_help import check_remote_opt_in
 
 
 class ModelBlock(Protocol):
@@ -117,13 +118,6 @@ def resolve_levels(model: ModelBlock | Any) -> ResolvedLevels:
     tile.variant(variant)  # an unknown variant is an error naming the available ones
     level = "patient" if patient else "slide" if slide else "tile"
     return ResolvedLevels(level, canonical, tile, slide, patient, variant or tile.default_variant)
-
-
-def check_remote_opt_in(spec: SlideEncoderSpec, trust_remote_code: bool, revision: str | None) -> None:
-    """The loader's own check (imported on use: it pulls in torch)."""
-    from slide2vec_dagster.encoders.slide_loading import check_remote_opt_in as check
-
-    check(spec, trust_remote_code, revision)
 
 
 __all__ = [

@@ -40,7 +40,6 @@ from slide2vec_dagster.encoders.precision import Precision, autocast_context, no
 from slide2vec_dagster.encoders.spec import (
     BaselineBuild,
     EncoderSpec,
-    ExternalBuild,
     Pooling,
     TimmBuild,
     TransformersBuild,
@@ -48,12 +47,19 @@ from slide2vec_dagster.encoders.spec import (
     resolve_kwargs,
 )
 from slide2vec_dagster.encoders.transforms import TileTransform
+from slide2vec_dagster.encoders.weights_help import (  # re-exported: the loaders' messages live there
+    _CHECKPOINT_SUFFIXES,
+    _HF_WEIGHT_FILES,
+    WEIGHTS_CONFIG_KEY,
+    _hub_errors,
+    _raise_unavailable,
+    _require,
+    _short,
+    weights_help,
+)
 
 logger = logging.getLogger(__name__)
 
-WEIGHTS_CONFIG_KEY = "model.weights"
-_HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-_CHECKPOINT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt", ".ckpt")
 _WRAPPER_KEYS = ("state_dict", "model", "teacher", "student", "module")
 _PREFIXES = ("module.", "backbone.", "model.")
 
@@ -403,58 +409,7 @@ def _load_transformers(
     return model, source
 
 
-def _require(spec: EncoderSpec) -> None:
-    missing = spec.missing_requirements()
-    if not missing:
-        return
-    hint = spec.build.install_hint if isinstance(spec.build, ExternalBuild) else f"pip install {' '.join(missing)}"
-    remote = (
-        " It also runs the model repository's own Python code (trust_remote_code=True)."
-        if spec.trust_remote_code
-        else ""
-    )
-    raise EncoderDependencyError(
-        f"Encoder {spec.name!r} needs the Python package(s) {', '.join(missing)}, which are not installed "
-        f"in this environment ({hint}).{remote} Pick a timm preset or the offline 'baseline-color-texture' instead."
-    )
-
-
-def _raise_unavailable(spec: EncoderSpec) -> None:
-    _require(spec)
-    build = spec.build
-    reason = build.reason if isinstance(build, ExternalBuild) else "unsupported backend"
-    raise EncoderDependencyError(f"Encoder {spec.name!r} cannot be run by this platform yet: {reason}.")
-
-
 # --------------------------------------------------------------------------- weights resolution / errors
-
-
-def weights_help(spec: EncoderSpec, reason: str) -> str:
-    """The user-facing message for unavailable weights: which repository, how to fetch it, which key."""
-    source = spec.weights
-    if source is None:
-        return f"Encoder {spec.name!r}: {reason}."
-    local = f"/models/{spec.name}"
-    target = f"{local}/{source.filename}" if source.filename else local
-    files = f" {source.filename}" if source.filename else ""
-    gated = (
-        f" The repository is gated: first accept its licence ({source.license}) on {source.url} with the "
-        "Hugging Face account you log in with."
-        if source.gated
-        else f" Licence: {source.license}."
-    )
-    return (
-        f"Weights for encoder {spec.name!r} are not available: {reason}.\n"
-        f"They are published in the Hugging Face repository {source.repo_id!r} ({source.url}).{gated}\n"
-        "Download them once on a machine with internet access:\n"
-        "    huggingface-cli login\n"
-        f"    huggingface-cli download {source.repo_id}{files} --local-dir {local}\n"
-        f"(huggingface_hub >= 1.0 names the CLI `hf`: hf auth login; hf download {source.repo_id}{files} "
-        f"--local-dir {local}),\n"
-        f"then point the pipeline at that copy with the config key\n"
-        f"    {WEIGHTS_CONFIG_KEY}: {target}\n"
-        "(or pre-fill the Hugging Face cache (HF_HOME / HF_HUB_CACHE) and run with HF_HUB_OFFLINE=1)."
-    )
 
 
 def _existing_path(spec: EncoderSpec, weights: str | os.PathLike[str]) -> Path:
@@ -472,30 +427,6 @@ def _hub_download_file(spec: EncoderSpec) -> Path:
         return Path(hf_hub_download(spec.weights.repo_id, spec.weights.filename, revision=spec.weights.revision))
     except _hub_errors() as exc:
         raise EncoderWeightsError(weights_help(spec, f"the Hugging Face download failed ({_short(exc)})")) from exc
-
-
-def _hub_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions meaning 'the hub could not deliver the files' (offline, not cached, gated, missing)."""
-    errors: list[type[BaseException]] = [OSError, ConnectionError, TimeoutError]
-    try:
-        from huggingface_hub import errors as hf_errors
-
-        errors += [hf_errors.EntryNotFoundError, hf_errors.HfHubHTTPError, hf_errors.LocalEntryNotFoundError]
-    except ImportError:  # pragma: no cover - huggingface_hub is a timm dependency
-        pass
-    try:
-        import httpx
-
-        errors.append(httpx.HTTPError)
-    except ImportError:
-        pass
-    return tuple(errors)
-
-
-def _short(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    text = text if len(text) <= 300 else text[:297] + "..."
-    return f"{type(exc).__name__}: {text}"
 
 
 __all__ = [

@@ -15,19 +15,22 @@ from pathlib import Path
 from typing import Any
 
 from slide2vec_dagster.encoders.errors import EncoderWeightsError
-from slide2vec_dagster.encoders.loading import (
+from slide2vec_dagster.encoders.slide_spec import MeanPoolBuild, get_slide_spec
+from slide2vec_dagster.encoders.spec import BaselineBuild, ExternalBuild, TimmBuild, TransformersBuild, get_spec
+from slide2vec_dagster.encoders.weights_help import (
     _CHECKPOINT_SUFFIXES,
     _HF_WEIGHT_FILES,
+    SLIDE_WEIGHTS_CONFIG_KEY,
     WEIGHTS_CONFIG_KEY,
     _hub_errors,
     _raise_unavailable,
     _require,
     _short,
+    raise_slide_unavailable,
+    require_slide,
+    slide_weights_help,
     weights_help,
 )
-from slide2vec_dagster.encoders.slide_loading import SLIDE_WEIGHTS_CONFIG_KEY, slide_weights_help
-from slide2vec_dagster.encoders.slide_spec import MeanPoolBuild, get_slide_spec
-from slide2vec_dagster.encoders.spec import BaselineBuild, ExternalBuild, TimmBuild, TransformersBuild, get_spec
 
 
 def _hub_reachable(repo_id: str, filename: str, revision: str | None) -> str | None:
@@ -87,9 +90,6 @@ def check_slide_level(name: str, weights: Path | None, revision: str | None) -> 
         return "none (mean-pool baseline)"
     missing = spec.missing_requirements()
     if isinstance(spec.build, ExternalBuild) or missing:
-        from slide2vec_dagster.encoders.slide_loading import _raise_unavailable as raise_slide_unavailable
-        from slide2vec_dagster.encoders.slide_loading import _require as require_slide
-
         require_slide(spec)
         raise_slide_unavailable(spec)
     assert spec.weights is not None

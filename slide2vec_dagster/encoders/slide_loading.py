@@ -20,12 +20,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,7 +38,6 @@ from slide2vec_dagster.encoders.errors import (
     EncoderWeightsError,
     UnknownEncoderError,
 )
-from slide2vec_dagster.encoders.loading import _hub_errors, _short
 from slide2vec_dagster.encoders.pooling import mean_pool
 from slide2vec_dagster.encoders.precision import Precision, autocast_context, normalize_precision
 from slide2vec_dagster.encoders.slide_spec import (
@@ -51,16 +49,21 @@ from slide2vec_dagster.encoders.slide_spec import (
     get_slide_spec,
     list_slide_encoders,
 )
-from slide2vec_dagster.encoders.spec import ExternalBuild
+from slide2vec_dagster.encoders.weights_help import (  # re-exported: the loaders' messages live there
+    REVISION_CONFIG_KEY,
+    SLIDE_WEIGHTS_CONFIG_KEY,
+    TRUST_REMOTE_CODE_CONFIG_KEY,
+    _hub_errors,
+    _short,
+    check_remote_opt_in,
+    raise_slide_unavailable,
+    remote_code_help,
+    require_slide,
+    slide_weights_help,
+)
 
 logger = logging.getLogger(__name__)
 
-# The config keys the messages point at (the Dagster config owns the actual schema).
-SLIDE_WEIGHTS_CONFIG_KEY = "model.slide_weights"
-TRUST_REMOTE_CODE_CONFIG_KEY = "model.trust_remote_code"
-REVISION_CONFIG_KEY = "model.revision"
-
-_COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 # (features (N, D) float32, coords (N, 2) int64 | None, tile_size_lv0 | None) -> (embedding, latents | None)
 SlideForward = Callable[[torch.Tensor, torch.Tensor | None, int | None], tuple[torch.Tensor, torch.Tensor | None]]
@@ -346,7 +349,7 @@ def load_slide_encoder(
         modules: list[nn.Module] = []
         lineage = {"weights_origin": "none (mean-pool baseline)", "revision": None, "weights_files": ()}
     elif isinstance(build, PackageBuild):
-        _require(spec)
+        require_slide(spec)
         payload, lineage = _package_payload(spec, weights, revision)
         module = _moozy_slide_module(spec, payload, lineage["weights_origin"])
         forward, modules = slide_moozy.slide_forward(module), [module]
@@ -354,7 +357,7 @@ def load_slide_encoder(
         model, processor, lineage = _load_remote(spec, build, weights, revision, trust_remote_code)
         forward, modules = _remote_forward(model, processor, build), _device_modules(model, build)
     else:
-        _raise_unavailable(spec)
+        raise_slide_unavailable(spec)
 
     encoder = SlideEncoder(spec, forward, modules, device=target, precision=compute, **lineage).to(target)
     logger.info("Loaded slide encoder %s from %s", spec.name, encoder.weights_origin)
@@ -383,7 +386,7 @@ def load_patient_encoder(
         modules: list[nn.Module] = []
         lineage: dict[str, Any] = {"weights_origin": "none (mean-pool baseline)", "revision": None, "weights_files": ()}
     elif isinstance(build, PackageBuild):
-        _require(spec)
+        require_slide(spec)
         payload, lineage = _package_payload(spec, weights, revision)
         origin = lineage["weights_origin"]
         assert spec.slide_encoder is not None  # a packaged patient model ships its slide encoder
@@ -398,7 +401,7 @@ def load_patient_encoder(
     elif isinstance(build, RemoteCodeBuild):
         raise EncoderConfigError(f"{spec.name}: remote-code patient encoders are not supported")
     else:
-        _raise_unavailable(spec)
+        raise_slide_unavailable(spec)
 
     encoder = PatientEncoder(
         spec, forward, modules, slide_encoder=slide_encoder, device=target, precision=compute, **lineage
@@ -434,28 +437,6 @@ def _refuse_weights(spec: SlideEncoderSpec, weights: Any, revision: str | None) 
         raise EncoderConfigError(
             f"{spec.name} is weight-free (a baseline): leave {SLIDE_WEIGHTS_CONFIG_KEY} and {REVISION_CONFIG_KEY} unset"
         )
-
-
-def _require(spec: SlideEncoderSpec) -> None:
-    missing = spec.missing_requirements()
-    if not missing:
-        return
-    build = spec.build
-    hint = getattr(build, "install_hint", None) or f"pip install {' '.join(missing)}"
-    raise EncoderDependencyError(
-        f"{spec.level.capitalize()} encoder {spec.name!r} needs the Python package(s) {', '.join(missing)}, which "
-        f"are not installed in this environment ({hint}). The weight-free 'mean-pool' baselines need nothing."
-    )
-
-
-def _raise_unavailable(spec: SlideEncoderSpec) -> NoReturn:
-    build = spec.build
-    if isinstance(build, ExternalBuild):
-        raise EncoderDependencyError(
-            f"{spec.level.capitalize()} encoder {spec.name!r} cannot be run by this platform: {build.reason}. "
-            f"Its official code: {build.install_hint}."
-        )
-    raise EncoderDependencyError(f"{spec.name!r}: unsupported build {type(build).__name__}")
 
 
 def _weights_step(spec: SlideEncoderSpec, origin: str, step: Callable[[], Any]) -> Any:
@@ -541,7 +522,7 @@ def _load_remote(
 ) -> tuple[nn.Module, Any, dict[str, Any]]:
     check_remote_opt_in(spec, trust_remote_code, revision)
     assert spec.weights is not None and revision is not None
-    _require(spec)
+    require_slide(spec)
     import transformers
 
     if weights is None:
@@ -584,20 +565,6 @@ def _load_remote(
     model.eval().requires_grad_(False)
     files = _remote_files(spec, weights, revision)
     return model, processor, {"weights_origin": origin, "revision": revision, "weights_files": files}
-
-
-def check_remote_opt_in(spec: SlideEncoderSpec, trust_remote_code: bool, revision: str | None) -> None:
-    problems = []
-    if trust_remote_code is not True:
-        problems.append(f"{TRUST_REMOTE_CODE_CONFIG_KEY} is not true")
-    if revision is None:
-        problems.append(f"{REVISION_CONFIG_KEY} is not set")
-    elif not _COMMIT.match(revision):
-        problems.append(
-            f"{REVISION_CONFIG_KEY} {revision!r} is not a full 40-character commit hash (branches and tags can move)"
-        )
-    if problems:
-        raise EncoderConfigError(remote_code_help(spec, problems))
 
 
 def _check_local_revision(spec: SlideEncoderSpec, path: Path, revision: str) -> None:
@@ -674,57 +641,6 @@ def _remote_forward(model: nn.Module, processor: Any, build: RemoteCodeBuild) ->
 
 
 # --------------------------------------------------------------------------- messages
-
-
-def slide_weights_help(spec: SlideEncoderSpec, reason: str) -> str:
-    """The user-facing message for unavailable weights: which repository, how to fetch it, which key."""
-    source = spec.weights
-    if source is None:
-        return f"{spec.level.capitalize()} encoder {spec.name!r}: {reason}."
-    local = f"/models/{spec.name}"
-    files = f" {source.filename}" if source.filename else ""
-    target = f"{local}/{source.filename}" if source.filename else local
-    pin = f" --revision {source.revision or '<commit>'}" if spec.trust_remote_code else ""
-    gated = (
-        f" The repository is gated: first accept its licence ({source.license}) on {source.url} with the "
-        "Hugging Face account you log in with."
-        if source.gated
-        else f" Licence: {source.license}."
-    )
-    remote = (
-        f"\nIt runs the repository's own code: also set {TRUST_REMOTE_CODE_CONFIG_KEY}: true and "
-        f"{REVISION_CONFIG_KEY}: <the same commit>."
-        if spec.trust_remote_code
-        else ""
-    )
-    return (
-        f"Weights for {spec.level} encoder {spec.name!r} are not available: {reason}.\n"
-        f"They are published in the Hugging Face repository {source.repo_id!r} ({source.url}).{gated}\n"
-        "Download them once on a machine with internet access:\n"
-        "    hf auth login\n"
-        f"    hf download {source.repo_id}{files}{pin} --local-dir {local}\n"
-        f"(huggingface_hub < 1.0 names the CLI huggingface-cli: huggingface-cli login; "
-        f"huggingface-cli download {source.repo_id}{files}{pin} --local-dir {local}),\n"
-        f"then point the pipeline at that copy with the config key\n"
-        f"    {SLIDE_WEIGHTS_CONFIG_KEY}: {target}\n"
-        f"(or pre-fill the Hugging Face cache (HF_HOME / HF_HUB_CACHE) and run with HF_HUB_OFFLINE=1).{remote}"
-    )
-
-
-def remote_code_help(spec: SlideEncoderSpec, problems: Sequence[str]) -> str:
-    """Why a remote-code preset refused to load, and the two keys that allow it."""
-    assert spec.weights is not None
-    repo = spec.weights.repo_id
-    tested = f"  # slide2vec 7.1.4 uses {spec.weights.revision}" if spec.weights.revision else ""
-    return (
-        f"Slide encoder {spec.name!r} runs Python code from its Hugging Face repository {repo!r} (transformers "
-        "trust_remote_code=True): that code executes inside this pipeline with its permissions, and the hub "
-        "serves whatever the repository holds today. It is therefore loaded only when the config opts in "
-        "explicitly and pins the commit the code and weights come from. Set both keys:\n"
-        f"    {TRUST_REMOTE_CODE_CONFIG_KEY}: true\n"
-        f"    {REVISION_CONFIG_KEY}: <40-character commit of {repo}>{tested}\n"
-        f"after reviewing the code at {spec.weights.url}/tree/<commit>. Not accepted now: {'; '.join(problems)}."
-    )
 
 
 __all__ = [
