@@ -43,6 +43,12 @@ def manifest_stamps(paths: list[Path]) -> tuple[tuple[int, int], ...]:
     return tuple(stamps)
 
 
+def manifest_reports(manifests: list[Path]) -> tuple[ManifestReport, ...]:
+    """The manifests' reports, parsed once per (mtime, size) of the files in this process: a slide's run, a
+    sensor tick or a long-lived worker does not parse a large manifest again for every slide."""
+    return _cached_reports(tuple(str(p) for p in manifests), manifest_stamps(manifests))
+
+
 class PlatformResource(ConfigurableResource):
     """Gives assets the validated platform config and the slides of its manifests."""
 
@@ -60,8 +66,7 @@ class PlatformResource(ConfigurableResource):
         """The slide's own row, checked. Other rows' problems (a typo appended during a backfill) and
         file-level problems that do not involve this slide are the registration's business, not its."""
         manifests = self.config().manifests
-        reports = _cached_reports(tuple(str(p) for p in manifests), manifest_stamps(manifests))
-        entry = find_slide(reports, sample_id)
+        entry = find_slide(manifest_reports(manifests), sample_id)
         if entry is None:
             raise SampleNotInManifestError(
                 f"sample_id {sample_id!r} is registered in Dagster but no longer in any manifest "
@@ -72,8 +77,7 @@ class PlatformResource(ConfigurableResource):
 
     def patient_members(self, patient_id: str) -> list[SlideEntry]:
         """The slides of one patient, in manifest order (manifests in config order, rows in file order)."""
-        manifests = self.config().manifests
-        reports = _cached_reports(tuple(str(p) for p in manifests), manifest_stamps(manifests))
+        reports = manifest_reports(self.config().manifests)
         return [entry for report in reports for entry in report.entries if entry.patient_id == patient_id]
 
     def layout(self, pipeline: str) -> OutputLayout:

@@ -19,10 +19,10 @@ from slide2vec_dagster.artifacts.process_list import read_rows
 from slide2vec_dagster.config import PlatformConfig
 from slide2vec_dagster.defs.asset_keys import patient_asset_key
 from slide2vec_dagster.defs.partitions import patient_partitions, register, sample_partitions
-from slide2vec_dagster.defs.resources import PlatformResource, manifest_stamps
+from slide2vec_dagster.defs.resources import PlatformResource, manifest_reports, manifest_stamps
 from slide2vec_dagster.defs.slide_runs import ensure_gpu_pool, mark_orphaned_runs
 from slide2vec_dagster.defs.slides_asset import changed_slide_observations
-from slide2vec_dagster.manifest import inspect_manifest, read_manifests
+from slide2vec_dagster.manifest import read_manifests
 
 
 def build_cohort_sensor(config: PlatformConfig, jobs: list[UnresolvedAssetJobDefinition]) -> SensorDefinition:
@@ -132,7 +132,7 @@ def build_patient_sensor(config: PlatformConfig, jobs: list[UnresolvedAssetJobDe
         if context.cursor == stamps:
             return SkipReason("manifests and process lists unchanged since the last evaluation")
         registered = set(context.instance.get_dynamic_partitions(patient_partitions.name))
-        reports = [inspect_manifest(m) for m in config.manifests]
+        reports = manifest_reports(config.manifests)
         members: dict[str, list] = {}
         for report in reports:
             for entry in report.entries:

@@ -21,8 +21,8 @@ from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
 from slide2vec_dagster.config import PlatformConfig
 from slide2vec_dagster.defs.partitions import sample_partitions
-from slide2vec_dagster.defs.resources import PlatformResource
-from slide2vec_dagster.manifest import SlideEntry, inspect_manifest
+from slide2vec_dagster.defs.resources import PlatformResource, manifest_reports
+from slide2vec_dagster.manifest import SlideEntry
 from slide2vec_dagster.staleness import slide_data_version
 
 SLIDES_KEY = AssetKey("slides")
@@ -30,7 +30,7 @@ SLIDES_KEY = AssetKey("slides")
 
 def manifest_entries(config: PlatformConfig) -> list[SlideEntry]:
     """Every usable row of every manifest (file-level problems are the registration's business)."""
-    return [entry for manifest in config.manifests for entry in inspect_manifest(manifest).entries]
+    return [entry for report in manifest_reports(config.manifests) for entry in report.entries]
 
 
 def changed_slide_observations(
