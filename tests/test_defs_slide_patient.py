@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from pathlib import Path
 
@@ -10,7 +11,15 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from dagster import AssetKey, SensorResult, SkipReason, build_sensor_context, instance_for_test, materialize
+from dagster import (
+    AssetKey,
+    AssetRecordsFilter,
+    SensorResult,
+    SkipReason,
+    build_sensor_context,
+    instance_for_test,
+    materialize,
+)
 
 from slide2vec_dagster import slide_embedding
 from slide2vec_dagster.config import ConfigError, load_config
@@ -357,3 +366,48 @@ def test_status_and_the_schedule_call_the_same_slide_embeddings_stale(tmp_path: 
     assert due.sample_id == "a1" and due.reason.startswith("stale: its inputs changed")
     verdict = FileStaleness(config, {entry.sample_id: entry for entry in entries})("p", "slide_embeddings", "a1")
     assert verdict.state == "stale" and verdict.reason.startswith("its inputs changed")
+
+
+def test_a_patient_payload_failing_its_checks_is_withdrawn_recorded_and_not_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Like a slide's: a check failure is not something a retry mends (max_retries 2 here), the files go, and
+    the partition carries the error where the UI shows it."""
+    from slide2vec_dagster.artifacts import embeddings
+    from slide2vec_dagster.layout import OutputLayout
+
+    write_manifest(tmp_path / "cohort.csv", ROWS[2:])
+    raw = {
+        "manifests": ["cohort.csv"],
+        "output_root": "out",
+        "execution": {"max_retries": 2, "retry_delay_seconds": 0},
+        "pipelines": {"p": {"tiling": TILING, "model": MEAN_POOL}},
+    }
+    (tmp_path / "platform.yaml").write_text(yaml.safe_dump(raw))
+    config = load_config(tmp_path / "platform.yaml")
+    defs = build_definitions(config)
+    with instance_for_test() as instance:
+        register(instance, read_manifests(config.manifests))
+        assert _run(defs, instance, "b1").success
+        real = embeddings.verify_vector
+
+        def not_finite(*args, **kwargs):
+            outcomes = real(*args, **kwargs)
+            return [dataclasses.replace(o, passed=False) if o.name == "all_finite" else o for o in outcomes]
+
+        monkeypatch.setattr(embeddings, "verify_vector", not_finite)
+        result = _run(defs, instance, "pb", patients=True)
+        assert not result.success
+        retries = [
+            e
+            for e in instance.all_logs(result.run_id)
+            if e.dagster_event and e.dagster_event.event_type_value == "STEP_UP_FOR_RETRY"
+        ]
+        assert retries == []
+        observed = instance.fetch_observations(
+            AssetRecordsFilter(asset_key=AssetKey(["p", "patient_embeddings"]), asset_partitions=["pb"]), limit=1
+        ).records
+        metadata = observed[0].asset_observation.metadata
+        assert metadata["status"].value == "failed" and metadata["error"].value.startswith("EmbeddingCheckError:")
+    layout = OutputLayout(config.output_dir("p"))
+    assert not layout.embedding_meta("patient_embeddings", "pb").exists()

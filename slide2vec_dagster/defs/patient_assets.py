@@ -99,7 +99,7 @@ def build_patient_asset(pipeline: str, config: PlatformConfig) -> AssetsDefiniti
     def _patient(
         context: AssetExecutionContext, platform: PlatformResource
     ) -> Iterator[Output[Any] | AssetCheckResult]:
-        from slide2vec_dagster.artifacts.embeddings import verify_vector
+        from slide2vec_dagster.artifacts.embeddings import EmbeddingCheckError, verify_vector
         from slide2vec_dagster.slide_level import embed_patient, patient_inputs
 
         patient_id = the_slide_of(context, "patient")
@@ -115,16 +115,7 @@ def build_patient_asset(pipeline: str, config: PlatformConfig) -> AssetsDefiniti
             lineage = sidecar_lineage(pipeline, platform.config().resolved_pipeline(pipeline))
             outcome = embed_patient(inputs, members, current, layout, run_id=context.run_id, lineage=lineage)
         except Exception as exc:
-            kind = classify(exc, model.batch_size)
-            error = process_list.format_error(exc) + (f" ({kind.hint})" if kind.hint else "")
-            metadata = {"patient_id": patient_id, "error": error, "failure_kind": kind.kind}
-            # Patients have no process_list row: the error goes on the partition, where the UI shows it.
-            context.log_event(
-                AssetObservation(asset_key=key, partition=patient_id, metadata={"status": "failed", **metadata})
-            )
-            raise Failure(
-                description=f"patient {patient_id!r}: {error}", metadata=metadata, allow_retries=kind.retry
-            ) from exc
+            raise fail_patient(context, patient_id, exc) from exc
         context.log.info(
             f"{patient_id}: {outcome.status}, {len(inputs.included)} slide(s) in, {len(inputs.excluded)} left out"
         )
@@ -144,13 +135,25 @@ def build_patient_asset(pipeline: str, config: PlatformConfig) -> AssetsDefiniti
         payload = layout.embedding_payload(PATIENT_KIND, patient_id, current.output_format)
         try:
             results = verify_vector(payload, layout.embedding_meta(PATIENT_KIND, patient_id), dim)
-        except Exception as exc:
+        except Exception as exc:  # the files just written do not load: the patient has no valid output
             withdraw(patient_files(layout, patient_id))
-            raise Failure(description=f"patient {patient_id!r}: {process_list.format_error(exc)}") from exc
+            raise fail_patient(context, patient_id, exc) from exc
         checks, failed = payload_checks(key, payload, results)
         yield from checks
         if failed:
             withdraw(patient_files(layout, patient_id))
-            raise Failure(description=f"patient {patient_id!r}: {payload} fails {', '.join(failed)}; withdrawn")
+            problem = EmbeddingCheckError(f"{payload} fails {', '.join(failed)}; the files were withdrawn")
+            raise fail_patient(context, patient_id, problem)
+
+    def fail_patient(context: AssetExecutionContext, patient_id: str, exc: BaseException) -> Failure:
+        """The patient's failure, as a slide's (fail_slide): classified (retried only when a retry can
+        help), and recorded on the partition, where the UI shows it (patients have no process_list row)."""
+        kind = classify(exc, model.batch_size)
+        error = process_list.format_error(exc) + (f" ({kind.hint})" if kind.hint else "")
+        metadata = {"patient_id": patient_id, "error": error, "failure_kind": kind.kind}
+        context.log_event(
+            AssetObservation(asset_key=key, partition=patient_id, metadata={"status": "failed", **metadata})
+        )
+        return Failure(description=f"patient {patient_id!r}: {error}", metadata=metadata, allow_retries=kind.retry)
 
     return patient_embeddings
