@@ -14,6 +14,7 @@ UNSAFE_ID_CHARS = ("/", "\\", "\x00")
 # Tile-level kinds (one row per tile or region); slide and patient embeddings are one vector each.
 EMBEDDING_KINDS = ("tile_embeddings", "hierarchical_embeddings")
 SLIDE_KIND = "slide_embeddings"
+LATENTS_KIND = "slide_latents"  # payloads only: the slide embedding's sidecar describes them
 PATIENT_KIND = "patient_embeddings"
 SAMPLE_KINDS = (*EMBEDDING_KINDS, SLIDE_KIND)
 PREVIEW_ARTIFACTS = ("mask_preview", "tiling_preview")
@@ -114,7 +115,7 @@ class OutputLayout:
     def slide_latents(self, sample_id: str, output_format: str) -> Path:
         """``slide_latents/<id>.pt|.npz``: no sidecar (the slide embedding's sidecar describes them)."""
         _check_format(output_format)
-        return self.output_dir / "slide_latents" / f"{_checked(sample_id)}.{output_format}"
+        return self.output_dir / LATENTS_KIND / f"{_checked(sample_id)}.{output_format}"
 
     def embedding_meta(self, kind: str, sample_id: str) -> Path:
         _check_kind(kind)

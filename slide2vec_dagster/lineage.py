@@ -25,10 +25,16 @@ from typing import Any, Protocol
 from slide2vec_dagster import fingerprint as fp
 from slide2vec_dagster.artifacts import process_list
 from slide2vec_dagster.artifacts.config_file import HISTORY_DIR, history_file, read_config_version, text_hash
-from slide2vec_dagster.layout import EMBEDDING_KINDS, PATIENT_KIND, PREVIEW_ARTIFACTS, SLIDE_KIND, OutputLayout
+from slide2vec_dagster.layout import (
+    EMBEDDING_KINDS,
+    LATENTS_KIND,
+    PATIENT_KIND,
+    PREVIEW_ARTIFACTS,
+    SLIDE_KIND,
+    OutputLayout,
+)
 from slide2vec_dagster.provenance import describe_code, describe_libraries, reader_versions, sidecar_section
 
-LATENTS = "slide_latents"
 TILE_KIND = EMBEDDING_KINDS[0]  # what slide models read (hierarchical pipelines have no slide level)
 COORDINATES_SUFFIXES = ((".coordinates.npz", "payload"), (".coordinates.meta.json", "sidecar"))
 META_SUFFIX = ".meta.json"
@@ -155,7 +161,7 @@ def _expected_path(layout: OutputLayout, found: Located, suffix: str) -> Path:
         return layout.coordinates_npz(key) if found.role == "payload" else layout.coordinates_meta(key)
     if found.artifact in PREVIEW_ARTIFACTS:
         return layout.preview(found.artifact, key)
-    if found.artifact == LATENTS:
+    if found.artifact == LATENTS_KIND:
         return layout.slide_latents(key, suffix.lstrip("."))
     if found.artifact in (*EMBEDDING_KINDS, SLIDE_KIND, PATIENT_KIND):
         if found.role == "sidecar":
@@ -184,8 +190,8 @@ def locate(path: Path) -> Located | None:
             found = Located(parent.name, "sidecar", parent.parent, name[: -len(META_SUFFIX)])
         elif path.suffix in (".pt", ".npz"):
             found = Located(parent.name, "payload", parent.parent, path.stem)
-    elif parent.name == LATENTS and path.suffix in (".pt", ".npz"):
-        found = Located(LATENTS, "latents", parent.parent, path.stem)
+    elif parent.name == LATENTS_KIND and path.suffix in (".pt", ".npz"):
+        found = Located(LATENTS_KIND, "latents", parent.parent, path.stem)
     elif name == "process_list.csv":
         found = Located("process_list", "directory file", parent, None)
     elif name == "config.yaml":
@@ -459,7 +465,7 @@ def _trace_upstream(
             )
         ]
         inputs = upstream[0].upstream
-    elif located.artifact in (SLIDE_KIND, LATENTS):
+    elif located.artifact in (SLIDE_KIND, LATENTS_KIND):
         upstream = tracer.slide_upstream(located.key, section)
         inputs = tracer.input_files(coords_meta)
     else:  # patient
@@ -520,7 +526,7 @@ def lineage_of(path: str | Path, lookup: RunLookup, pipelines: Mapping[Path, str
     # The sidecar that describes the file.
     if located.artifact in ("coordinates", *PREVIEW_ARTIFACTS):
         sidecar = layout.coordinates_meta(located.key)
-    elif located.artifact == LATENTS:
+    elif located.artifact == LATENTS_KIND:
         sidecar = layout.embedding_meta(SLIDE_KIND, located.key)
     else:
         sidecar = layout.embedding_meta(located.artifact, located.key)

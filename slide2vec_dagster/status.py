@@ -25,11 +25,17 @@ from typing import Any, Protocol
 
 from slide2vec_dagster.artifacts import process_list
 from slide2vec_dagster.config import PlatformConfig
-from slide2vec_dagster.layout import EMBEDDING_KINDS, PATIENT_KIND, PREVIEW_ARTIFACTS, SLIDE_KIND, OutputLayout
+from slide2vec_dagster.layout import (
+    EMBEDDING_KINDS,
+    LATENTS_KIND,
+    PATIENT_KIND,
+    PREVIEW_ARTIFACTS,
+    SLIDE_KIND,
+    OutputLayout,
+)
 from slide2vec_dagster.manifest import SlideEntry
 
 TILING_ASSETS = ("coordinates", *PREVIEW_ARTIFACTS)
-LATENTS = "slide_latents"
 LISTED_STALE = 10  # stale partitions listed per asset (all are counted)
 
 
@@ -204,9 +210,9 @@ class FileStaleness:
             return verdict
         if asset in EMBEDDING_KINDS:
             return self._tile_embeddings(pipeline, asset, partition, layout)
-        if asset in (SLIDE_KIND, LATENTS):
+        if asset in (SLIDE_KIND, LATENTS_KIND):
             verdict = self._slide_embedding(pipeline, partition, layout)
-            if asset == LATENTS and verdict.state != "gone":
+            if asset == LATENTS_KIND and verdict.state != "gone":
                 fmt = self.config.pipelines[pipeline].output_format
                 if not layout.slide_latents(partition, fmt).exists():
                     return Verdict("gone", f"{layout.slide_latents(partition, fmt)} is missing")

@@ -125,3 +125,19 @@ def test_reuse_loads_the_payload_and_refuses_anything_that_does_not_match(writte
     pipeline, layout, payload, meta = written
     damage(payload, meta)
     assert slide_embedding.reusable_embedding("tile_embeddings", "s1", pipeline, layout, "abc", (3, 70)) is None
+
+
+def test_a_failed_step_withdraws_its_files_and_what_was_computed_from_them(tmp_path: Path):
+    from slide2vec_dagster.artifacts.slide_state import failed_step_files
+    from slide2vec_dagster.layout import LATENTS_KIND, SLIDE_KIND
+
+    layout = OutputLayout(tmp_path)
+
+    def dirs(artifact: str) -> set[str]:
+        return {path.parent.name for path in failed_step_files(layout, artifact, "s1")}
+
+    assert dirs("tile_embeddings") == {"tile_embeddings", SLIDE_KIND, LATENTS_KIND}
+    assert dirs("hierarchical_embeddings") == {"hierarchical_embeddings", SLIDE_KIND, LATENTS_KIND}
+    assert dirs(SLIDE_KIND) == dirs(LATENTS_KIND) == {SLIDE_KIND, LATENTS_KIND}
+    tiling = dirs("coordinates")
+    assert {"tiles", "mask", "tiling", "tile_embeddings", "hierarchical_embeddings", SLIDE_KIND} <= tiling

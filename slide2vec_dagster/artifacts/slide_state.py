@@ -21,6 +21,7 @@ from pathlib import Path
 from slide2vec_dagster.artifacts import atomic, process_list
 from slide2vec_dagster.layout import (
     EMBEDDING_KINDS,
+    LATENTS_KIND,
     PATIENT_KIND,
     PAYLOAD_FORMATS,
     SAMPLE_KINDS,
@@ -106,6 +107,16 @@ def begin_patient(layout: OutputLayout, patient_id: str) -> list[Path]:
 def slide_level_files(layout: OutputLayout, sample_id: str) -> list[Path]:
     """A slide embedding and its latents: withdrawn together."""
     return embedding_files(layout, SLIDE_KIND, sample_id) + latents_files(layout, sample_id)
+
+
+def failed_step_files(layout: OutputLayout, artifact: str, sample_id: str) -> list[Path]:
+    """What a slide's step withdraws when it fails after writing ``artifact`` (its files may be half replaced
+    or wrong): those files and everything computed from them, so that the failed row is the whole truth."""
+    if artifact in EMBEDDING_KINDS:
+        return embedding_files(layout, artifact, sample_id) + slide_level_files(layout, sample_id)
+    if artifact in (SLIDE_KIND, LATENTS_KIND):
+        return slide_level_files(layout, sample_id)
+    return tiling_files(layout, sample_id) + downstream_of_tiling(layout, sample_id)
 
 
 def record_failure(

@@ -3,9 +3,7 @@
 from dagster import AssetKey
 
 from slide2vec_dagster.config import PlatformConfig
-from slide2vec_dagster.layout import PATIENT_KIND, SLIDE_KIND
-
-LATENTS = "slide_latents"
+from slide2vec_dagster.layout import LATENTS_KIND, PATIENT_KIND, SLIDE_KIND
 
 
 def tiling_asset_keys(pipeline: str, config: PlatformConfig) -> list[AssetKey]:
@@ -32,7 +30,7 @@ def slide_asset_keys(pipeline: str, config: PlatformConfig) -> list[AssetKey]:
     if not pipeline_config.writes_slide_embeddings:
         return []
     keys = [AssetKey([pipeline, SLIDE_KIND])]
-    return keys + ([AssetKey([pipeline, LATENTS])] if pipeline_config.writes_latents else [])
+    return keys + ([AssetKey([pipeline, LATENTS_KIND])] if pipeline_config.writes_latents else [])
 
 
 def patient_asset_key(pipeline: str, config: PlatformConfig) -> AssetKey | None:

@@ -19,7 +19,7 @@ from dagster import (
 )
 
 from slide2vec_dagster.artifacts.process_list import TILING_COLUMNS
-from slide2vec_dagster.artifacts.slide_state import embedding_files
+from slide2vec_dagster.artifacts.slide_state import failed_step_files
 from slide2vec_dagster.check_names import EMBEDDING_CHECKS
 from slide2vec_dagster.config import PlatformConfig
 from slide2vec_dagster.defs.asset_keys import coordinates_key, embedding_asset_key
@@ -160,7 +160,7 @@ def build_embedding_asset(pipeline: str, config: PlatformConfig) -> AssetsDefini
                 context=context,
                 asset_keys=[key],
                 keep=TILING_COLUMNS,
-                withdraw_files=embedding_files(layout, key.path[-1], sample_id),
+                withdraw_files=failed_step_files(layout, key.path[-1], sample_id),
             ) from exc
         checks, failed = payload_checks(key, payload, results)
         yield from checks
@@ -176,7 +176,7 @@ def build_embedding_asset(pipeline: str, config: PlatformConfig) -> AssetsDefini
                 context=context,
                 asset_keys=[key],
                 keep=TILING_COLUMNS,
-                withdraw_files=embedding_files(layout, key.path[-1], sample_id),
+                withdraw_files=failed_step_files(layout, key.path[-1], sample_id),
             )
 
     if own is not None and reused_pipeline is None:

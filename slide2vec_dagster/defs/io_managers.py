@@ -17,18 +17,22 @@ from slide2vec_dagster.artifacts.config_file import write_config_yaml
 from slide2vec_dagster.artifacts.coordinates import Coordinates, read_coordinates, refresh_sidecar, write_coordinates
 from slide2vec_dagster.artifacts.process_list import TILE_EMBEDDING_COLUMNS, TILING_COLUMNS, format_error
 from slide2vec_dagster.artifacts.slide_state import (
-    downstream_of_tiling,
-    embedding_files,
+    failed_step_files,
     patient_files,
     rows_from_artifacts,
-    slide_level_files,
-    tiling_files,
     withdraw,
 )
-from slide2vec_dagster.defs.asset_keys import LATENTS
 from slide2vec_dagster.defs.resources import PlatformResource
 from slide2vec_dagster.defs.slide_runs import fail_slide
-from slide2vec_dagster.layout import EMBEDDING_KINDS, PATIENT_KIND, PREVIEW_ARTIFACTS, SLIDE_KIND, OutputLayout
+from slide2vec_dagster.failures import classify
+from slide2vec_dagster.layout import (
+    EMBEDDING_KINDS,
+    LATENTS_KIND,
+    PATIENT_KIND,
+    PREVIEW_ARTIFACTS,
+    SLIDE_KIND,
+    OutputLayout,
+)
 from slide2vec_dagster.provenance import metadata_facts, reuse_status
 
 if TYPE_CHECKING:
@@ -113,7 +117,7 @@ class Slide2vecIOManager(ConfigurableIOManager):
                     metadata = self._write_embedding(context, pipeline, layout, value)
                 elif artifact == SLIDE_KIND:
                     metadata = self._write_slide(context, layout, value)
-                elif artifact == LATENTS:
+                elif artifact == LATENTS_KIND:
                     metadata = self._describe_latents(layout, value)
                 elif artifact == PATIENT_KIND:
                     metadata = self._write_patient(layout, value)
@@ -126,14 +130,11 @@ class Slide2vecIOManager(ConfigurableIOManager):
                 # computed from the old coordinates) so the failed row is the whole truth.
                 if artifact == PATIENT_KIND:  # patients have no process_list row: the run's failure says it
                     withdraw(patient_files(layout, sample_id))
-                    raise Failure(description=f"patient {sample_id!r}: writing failed: {format_error(exc)}") from exc
-                tiling = artifact not in (*EMBEDDING_KINDS, SLIDE_KIND, LATENTS)
-                if tiling:
-                    withdraw_files = tiling_files(layout, sample_id) + downstream_of_tiling(layout, sample_id)
-                elif artifact in (SLIDE_KIND, LATENTS):
-                    withdraw_files = slide_level_files(layout, sample_id)
-                else:
-                    withdraw_files = embedding_files(layout, artifact, sample_id) + slide_level_files(layout, sample_id)
+                    raise Failure(
+                        description=f"patient {sample_id!r}: writing failed: {format_error(exc)}",
+                        allow_retries=classify(exc).retry,  # a transient I/O error, not a bad input, is retried
+                    ) from exc
+                tiling = artifact not in (*EMBEDDING_KINDS, SLIDE_KIND, LATENTS_KIND)
                 meta = getattr(value, "meta", None) or {}  # previews are bare arrays
                 image_path = meta.get("image_path") or meta.get("provenance", {}).get("image_path")
                 raise fail_slide(
@@ -149,9 +150,9 @@ class Slide2vecIOManager(ConfigurableIOManager):
                     keep=()
                     if tiling
                     else TILE_EMBEDDING_COLUMNS
-                    if artifact in (SLIDE_KIND, LATENTS)
+                    if artifact in (SLIDE_KIND, LATENTS_KIND)
                     else TILING_COLUMNS,
-                    withdraw_files=withdraw_files,
+                    withdraw_files=failed_step_files(layout, artifact, sample_id),
                 ) from exc
         for value in _partition_values(context, obj).values():
             if isinstance(getattr(value, "meta", None), dict):

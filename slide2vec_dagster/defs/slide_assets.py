@@ -23,10 +23,10 @@ from dagster import (
 )
 
 from slide2vec_dagster.artifacts.process_list import TILE_EMBEDDING_COLUMNS
-from slide2vec_dagster.artifacts.slide_state import slide_level_files
+from slide2vec_dagster.artifacts.slide_state import failed_step_files
 from slide2vec_dagster.check_names import VECTOR_CHECKS
 from slide2vec_dagster.config import PlatformConfig
-from slide2vec_dagster.defs.asset_keys import LATENTS, coordinates_key, embedding_asset_key, slide_asset_keys
+from slide2vec_dagster.defs.asset_keys import coordinates_key, embedding_asset_key, slide_asset_keys
 from slide2vec_dagster.defs.partitions import sample_partitions
 from slide2vec_dagster.defs.resources import PlatformResource
 from slide2vec_dagster.defs.slide_runs import (
@@ -42,7 +42,7 @@ from slide2vec_dagster.defs.slide_runs import (
 from slide2vec_dagster.defs.slides_asset import SLIDES_KEY
 from slide2vec_dagster.defs.tiling_assets import IO_MANAGER_KEY
 from slide2vec_dagster.encoders import get_slide_spec, get_spec
-from slide2vec_dagster.layout import SLIDE_KIND, OutputLayout
+from slide2vec_dagster.layout import LATENTS_KIND, SLIDE_KIND, OutputLayout
 from slide2vec_dagster.provenance import sidecar_lineage
 
 VECTOR_CHECK_DESCRIPTIONS = {
@@ -64,7 +64,7 @@ def vector_check_specs(key: AssetKey, partitions_def: Any) -> list[AssetCheckSpe
 
 def _zero_tiles_withdraw(exc: Exception, layout: OutputLayout, sample_id: str) -> list[Path]:
     # A slide that has no tiles now must not keep a slide embedding from an earlier tiling (s7).
-    return slide_level_files(layout, sample_id) if type(exc).__name__ == "ZeroTilesError" else []
+    return failed_step_files(layout, SLIDE_KIND, sample_id) if type(exc).__name__ == "ZeroTilesError" else []
 
 
 def slide_output_dim(config: PlatformConfig, pipeline: str) -> int:
@@ -92,7 +92,8 @@ def build_slide_assets(pipeline: str, config: PlatformConfig) -> AssetsDefinitio
                 f"{spec.name} ({dim}-d) slide embedding: {SLIDE_KIND}/<sample_id>.{pipeline_config.output_format} "
                 "+ .meta.json"
                 if key == slide_key
-                else f"{spec.name} latents {spec.latent_shape}: {LATENTS}/<sample_id>.{pipeline_config.output_format}"
+                else f"{spec.name} latents {spec.latent_shape}: "
+                f"{LATENTS_KIND}/<sample_id>.{pipeline_config.output_format}"
             ),
             kinds={"pytorch"},
         )
@@ -154,8 +155,8 @@ def build_slide_assets(pipeline: str, config: PlatformConfig) -> AssetsDefinitio
                 "model_weights": str(outcome.meta["provenance"]["model_weights"]),
             },
         )
-        if LATENTS in outs:
-            yield Output(outcome, output_name=LATENTS)
+        if LATENTS_KIND in outs:
+            yield Output(outcome, output_name=LATENTS_KIND)
 
         def failure(problem: Exception) -> Exception:
             return fail_slide(
@@ -169,7 +170,7 @@ def build_slide_assets(pipeline: str, config: PlatformConfig) -> AssetsDefinitio
                 context=context,
                 asset_keys=[slide_key],
                 keep=TILE_EMBEDDING_COLUMNS,
-                withdraw_files=slide_level_files(layout, sample_id),
+                withdraw_files=failed_step_files(layout, SLIDE_KIND, sample_id),
             )
 
         # The IO manager has written the files by now: check them as a user would load them.
