@@ -422,9 +422,11 @@ def _resolve_reuse(config: PlatformConfig, name: str, pipeline: PipelineConfig, 
                 f"{where}: pipeline {source!r} reuses coordinates itself; name the pipeline that tiles "
                 f"({other.tiling.read_coordinates_from!r})"
             )
+        from slide2vec_dagster.artifacts.foreign import differing_geometry
+
         mine, theirs = pipeline.tiling_geometry(), other.tiling_geometry()
         differences = [
-            f"{k}: {source} has {theirs[k]}, {name} asks for {mine[k]}" for k in mine if mine[k] != theirs[k]
+            f"{k}: {source} has {theirs[k]}, {name} asks for {mine[k]}" for k in differing_geometry(theirs, mine)
         ]
         if differences:
             raise ConfigError(f"{where}: {source!r} tiles differently ({'; '.join(differences)}); align the two")
@@ -442,10 +444,11 @@ def _resolve_reuse(config: PlatformConfig, name: str, pipeline: PipelineConfig, 
     # Fail at load, not on every slide, when the folder was tiled with other parameters (one sidecar tells).
     from slide2vec_dagster.artifacts.foreign import read_reusable_coordinates
 
-    sidecars = (
-        sorted(folder.glob("*.coordinates.meta.json"))[:1] or sorted(folder.glob("tiles/*.coordinates.meta.json"))[:1]
+    # Any one sidecar (the first listed: a cohort folder holds thousands, none is sorted or read in full).
+    sidecar = next(folder.glob("*.coordinates.meta.json"), None) or next(
+        folder.glob("tiles/*.coordinates.meta.json"), None
     )
-    for sidecar in sidecars:
+    if sidecar is not None:
         sample_id = sidecar.name[: -len(".coordinates.meta.json")]
         try:
             reused = read_reusable_coordinates(folder, sample_id)
@@ -458,18 +461,13 @@ def _resolve_reuse(config: PlatformConfig, name: str, pipeline: PipelineConfig, 
 
 def reuse_geometry_problems(pipeline: PipelineConfig, geometry: dict[str, Any]) -> list[str]:
     """How a reused tiling's geometry differs from what ``pipeline`` asks for (``[]``: it fits)."""
+    from slide2vec_dagster.artifacts.foreign import differing_geometry
+
     wanted = pipeline.tiling_geometry()
-    problems = []
-    for key, value in wanted.items():
-        recorded = geometry.get(key)
-        same = (
-            recorded == value
-            if isinstance(value, int)
-            else recorded is not None and abs(recorded - value) <= 1e-9 * max(1.0, abs(value))
-        )
-        if not same:
-            problems.append(f"{key}: tiled with {recorded}, the pipeline asks for {value}")
-    return problems
+    return [
+        f"{key}: tiled with {geometry.get(key)}, the pipeline asks for {wanted[key]}"
+        for key in differing_geometry(geometry, wanted)
+    ]
 
 
 def output_location_problems(config: PlatformConfig) -> list[str]:

@@ -21,9 +21,10 @@ from slide2vec_dagster.artifacts.coordinates import read_coordinates
 from slide2vec_dagster.artifacts.foreign import (
     SOURCE_OURS,
     CoordinateReuseError,
+    geometry_mismatch,
     read_reusable_coordinates,
 )
-from slide2vec_dagster.config import PipelineConfig, reuse_geometry_problems
+from slide2vec_dagster.config import PipelineConfig
 from slide2vec_dagster.layout import OutputLayout
 
 
@@ -75,11 +76,10 @@ def reused_coordinates(pipeline: PipelineConfig, sample_id: str) -> SlideCoordin
     if folder is None:
         raise ValueError("this pipeline tiles its own slides; it has no tiling.read_coordinates_from")
     reused = read_reusable_coordinates(folder, sample_id)
-    problems = reuse_geometry_problems(pipeline, reused.geometry)
+    problems = geometry_mismatch(reused, **pipeline.tiling_geometry())
     if problems:
         raise CoordinateReuseError(
-            f"sample {sample_id!r}: the coordinates in {reused.meta_path} were tiled with other parameters "
-            f"({'; '.join(problems)}); re-tile the slide or point tiling.read_coordinates_from at a matching folder"
+            f"{'; '.join(problems)}: re-tile the slide or point tiling.read_coordinates_from at a matching folder"
         )
     meta = copy.deepcopy(reused.meta)
     artifact = meta.setdefault("artifact", {})

@@ -22,6 +22,7 @@ import json
 import math
 import zipfile
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -138,6 +139,18 @@ def read_reusable_coordinates(directory: Path, sample_id: str) -> ReusedCoordina
     )
 
 
+def differing_geometry(recorded: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
+    """The keys of ``wanted`` (a pipeline's ``tiling_geometry()``) that ``recorded`` does not match: the tile
+    size exactly, the floats up to JSON round-trip noise."""
+    differing = []
+    for key, value in wanted.items():
+        have = recorded.get(key)
+        same = have == value if key == "requested_tile_size_px" else have is not None and _close(have, value)
+        if not same:
+            differing.append(key)
+    return differing
+
+
 def geometry_mismatch(
     reused: ReusedCoordinates,
     requested_spacing_um: float,
@@ -145,24 +158,19 @@ def geometry_mismatch(
     tolerance: float,
     overlap: float,
 ) -> list[str]:
-    """How the reused tiling differs from the pipeline's parameters, one line each; ``[]`` if it fits."""
-    geometry = reused.geometry
+    """How the reused tiling differs from the pipeline's parameters, one line each naming the slide and the
+    sidecar; ``[]`` if it fits."""
     wanted: dict[str, float | int] = {
         "requested_spacing_um": requested_spacing_um,
         "requested_tile_size_px": requested_tile_size_px,
         "tolerance": tolerance,
         "overlap": overlap,
     }
-    problems = []
-    for key, value in wanted.items():
-        recorded = geometry[key]
-        same = recorded == value if key == "requested_tile_size_px" else _close(recorded, value)
-        if not same:
-            problems.append(
-                f"{key}: the reused coordinates of {reused.sample_id!r} were tiled with {recorded}, "
-                f"the pipeline asks for {value} ({reused.meta_path})"
-            )
-    return problems
+    return [
+        f"{key}: the reused coordinates of {reused.sample_id!r} were tiled with {reused.geometry.get(key)}, "
+        f"the pipeline asks for {wanted[key]} ({reused.meta_path})"
+        for key in differing_geometry(reused.geometry, wanted)
+    ]
 
 
 # ------------------------------------------------------------------------------------------- helpers
@@ -291,6 +299,7 @@ __all__ = [
     "MissingCoordinatesError",
     "ReusedCoordinates",
     "coordinate_files",
+    "differing_geometry",
     "geometry_mismatch",
     "read_reusable_coordinates",
 ]
