@@ -87,10 +87,6 @@ def cohort(copies: int, prefix: str = "b") -> list[dict[str, str]]:
     return rows
 
 
-def image_of(sample_id: str) -> str:
-    return sample_id.split("-", 1)[1]  # b3-synthetic-masked -> synthetic-masked
-
-
 @dataclass
 class PathResult:
     path: str

@@ -24,8 +24,9 @@ from typing import Any, Protocol
 
 from slide2vec_dagster import fingerprint as fp
 from slide2vec_dagster.artifacts import process_list
-from slide2vec_dagster.artifacts.config_file import HISTORY_DIR, history_file, read_config_version, text_hash
+from slide2vec_dagster.artifacts.config_file import history_file, read_config_version, text_hash
 from slide2vec_dagster.layout import (
+    CONFIG_HISTORY,
     EMBEDDING_KINDS,
     LATENTS_KIND,
     PATIENT_KIND,
@@ -196,7 +197,7 @@ def locate(path: Path) -> Located | None:
         found = Located("process_list", "directory file", parent, None)
     elif name == "config.yaml":
         found = Located("config", "directory file", parent, None)
-    elif parent.name == HISTORY_DIR and path.suffix == ".yaml":
+    elif parent.name == CONFIG_HISTORY and path.suffix == ".yaml":
         found = Located("config_version", "directory file", parent.parent, path.stem)
     if found is None:
         return None

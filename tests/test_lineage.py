@@ -12,11 +12,12 @@ import torch
 import yaml
 from dagster import instance_for_test, materialize
 
-from slide2vec_dagster.artifacts.config_file import HISTORY_DIR, text_hash
+from slide2vec_dagster.artifacts.config_file import text_hash
 from slide2vec_dagster.config import load_config
 from slide2vec_dagster.defs.build import build_definitions
 from slide2vec_dagster.defs.instance_queries import InstanceQueries
 from slide2vec_dagster.defs.partitions import register
+from slide2vec_dagster.layout import CONFIG_HISTORY as HISTORY_DIR
 from slide2vec_dagster.lineage import NoRuns, format_lineage, lineage_of
 from slide2vec_dagster.manifest import read_manifests
 from tests.dagster_helpers import DATA, write_manifest, write_platform_config

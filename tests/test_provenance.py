@@ -14,12 +14,12 @@ import yaml
 
 from slide2vec_dagster import __version__, fingerprint, provenance
 from slide2vec_dagster.artifacts.config_file import (
-    HISTORY_DIR,
     config_hash,
     read_config_version,
     text_hash,
     write_config_yaml,
 )
+from slide2vec_dagster.layout import CONFIG_HISTORY as HISTORY_DIR
 
 REPO = Path(__file__).resolve().parent.parent
 

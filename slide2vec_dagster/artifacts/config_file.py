@@ -15,7 +15,6 @@ from typing import Any
 import yaml
 
 from slide2vec_dagster.artifacts import atomic
-from slide2vec_dagster.layout import CONFIG_HISTORY as HISTORY_DIR  # noqa: F401  (re-exported for lineage)
 from slide2vec_dagster.layout import OutputLayout
 
 HASH_CHARS = 16
@@ -34,10 +33,6 @@ def config_hash(resolved: dict[str, Any]) -> str:
     """The hash ``write_config_yaml`` returns for ``resolved``, computable before anything is written
     (sidecars are built before the IO manager writes config.yaml)."""
     return text_hash(config_text(resolved))
-
-
-def history_dir(config_yaml: Path) -> Path:
-    return OutputLayout(Path(config_yaml).parent).config_history_dir
 
 
 def history_file(config_yaml: Path, hash_: str) -> Path:

@@ -20,7 +20,7 @@ import os
 import socket
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,6 @@ class LockGrant:
     died_holder: dict[str, Any] | None = None
     # How many holders in a row died on this partition before this one.
     deaths: int = 0
-    owner: dict[str, Any] = field(default_factory=dict)
 
     def describe_died_holder(self) -> str:
         holder = self.died_holder or {}
@@ -111,7 +110,7 @@ def partition_lock(
                 "deaths": deaths,
             }
             _write_record(handle, record)
-            yield LockGrant(time.monotonic() - started, died, deaths, record)
+            yield LockGrant(time.monotonic() - started, died, deaths)
             _write_record(handle, None)
         except BaseException:
             # Failed, but alive to say so: not a death. (A kill -9 never reaches this line.)

@@ -125,14 +125,14 @@ class _Loaded:
             self._sha256 = _files_sha256(self.weights_files)
         return self._sha256
 
-    def lineage(self, *, checksum: bool = True) -> dict[str, Any]:
+    def lineage(self) -> dict[str, Any]:
         """Where the weights came from, for sidecar provenance."""
         return {
             "encoder_name": self.spec.name,
             "encoder_level": self.spec.level,
             "weights_origin": self.weights_origin,
             "weights_revision": self.revision,
-            "weights_sha256": self.weights_sha256() if checksum else None,
+            "weights_sha256": self.weights_sha256(),
         }
 
     def _check_finite(self, value: torch.Tensor, what: str) -> None:
