@@ -23,7 +23,7 @@ from typing import Any
 STAT_FIELDS = ("size", "mtime_ns", "ctime_ns", "inode", "device")
 
 
-def _stat_key(path: Path) -> dict[str, int]:
+def stat_key(path: Path) -> dict[str, int]:
     stat = path.stat()
     return {
         "size": stat.st_size,
@@ -39,7 +39,7 @@ def _sha256(path: Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def _files_of(path: Path) -> list[Path]:
+def files_of(path: Path) -> list[Path]:
     return sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
 
 
@@ -53,9 +53,9 @@ def fingerprint(path: str | Path, known: dict[str, Any] | None = None) -> dict[s
     if known and known.get("path") == str(path):
         previous = {entry.get("name"): entry for entry in known.get("files", []) if isinstance(entry, dict)}
     files = []
-    for file in _files_of(path):
+    for file in files_of(path):
         name = file.relative_to(path).as_posix() if path.is_dir() else file.name
-        key = _stat_key(file)
+        key = stat_key(file)
         old = previous.get(name)
         if old and all(old.get(field) == key[field] for field in STAT_FIELDS) and old.get("sha256"):
             digest = old["sha256"]
@@ -67,6 +67,28 @@ def fingerprint(path: str | Path, known: dict[str, Any] | None = None) -> dict[s
     else:
         combined = hashlib.sha256("".join(f"{f['name']}\0{f['sha256']}\n" for f in files).encode()).hexdigest()
     return {"path": str(path), "sha256": combined, "size": sum(f["size"] for f in files), "files": files}
+
+
+def stat_unchanged(record: dict[str, Any] | None, path: Path | None) -> bool:
+    """Whether a fingerprint record's stat keys still describe the file(s) at ``path`` (no read: a cheap
+    "unchanged" that a replaced, touched or moved file fails)."""
+    if path is None:
+        return record is None
+    if not record or record.get("path") != str(path):
+        return False
+    recorded = {entry.get("name"): entry for entry in record.get("files", []) if isinstance(entry, dict)}
+    try:
+        files = files_of(path)
+        if len(files) != len(recorded):
+            return False
+        for file in files:
+            old = recorded.get(file.relative_to(path).as_posix() if path.is_dir() else file.name)
+            key = stat_key(file)
+            if old is None or any(old.get(field) != key[field] for field in STAT_FIELDS):
+                return False
+    except OSError:
+        return False
+    return True
 
 
 def identity(record: dict[str, Any] | None) -> str | None:

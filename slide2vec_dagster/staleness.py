@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from slide2vec_dagster.config import PipelineConfig
-from slide2vec_dagster.fingerprint import STAT_FIELDS
+from slide2vec_dagster.fingerprint import files_of, stat_key, stat_unchanged
 from slide2vec_dagster.layout import SLIDE_KIND, OutputLayout
 from slide2vec_dagster.manifest import SlideEntry
 
@@ -33,11 +33,10 @@ def _stat_key(path: Path | None) -> list[Any] | None:
     if path is None:
         return None
     try:
-        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
         keys = []
-        for file in files:
-            stat = file.stat()
-            keys.append([file.name, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino, stat.st_dev])
+        for file in files_of(path):
+            key = stat_key(file)
+            keys.append([file.name, key["size"], key["mtime_ns"], key["ctime_ns"], key["inode"], key["device"]])
         return keys
     except OSError:
         return ["missing"]
@@ -63,38 +62,6 @@ def _read(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def _record_matches(record: dict[str, Any] | None, path: Path | None) -> bool:
-    """Whether a fingerprint record's stat keys still describe the file(s) at ``path``."""
-    if path is None:
-        return record is None
-    if not record or record.get("path") != str(path):
-        return False
-    try:
-        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    except OSError:
-        return False
-    recorded = {entry.get("name"): entry for entry in record.get("files", [])}
-    if len(files) != len(recorded):
-        return False
-    for file in files:
-        name = file.relative_to(path).as_posix() if path.is_dir() else file.name
-        old = recorded.get(name)
-        try:
-            stat = file.stat()
-        except OSError:
-            return False
-        now = {
-            "size": stat.st_size,
-            "mtime_ns": stat.st_mtime_ns,
-            "ctime_ns": stat.st_ctime_ns,
-            "inode": stat.st_ino,
-            "device": stat.st_dev,
-        }
-        if old is None or any(old.get(field) != now[field] for field in STAT_FIELDS):
-            return False
-    return True
-
-
 @dataclass(frozen=True)
 class Due:
     sample_id: str
@@ -113,9 +80,9 @@ def tiling_staleness(entry: SlideEntry, pipeline: PipelineConfig, layout: Output
         return "stale: the manifest's spacing_at_level_0 changed"
     if (provenance.get("mask_path") or None) != (str(entry.mask_path) if entry.mask_path else None):
         return "stale: the manifest's mask_path changed"
-    if not _record_matches(artifact.get("slide_fingerprint"), entry.image_path):
+    if not stat_unchanged(artifact.get("slide_fingerprint"), entry.image_path):
         return "stale: the slide file changed (or moved)"
-    if entry.mask_path and not _record_matches(artifact.get("mask_fingerprint"), entry.mask_path):
+    if entry.mask_path and not stat_unchanged(artifact.get("mask_fingerprint"), entry.mask_path):
         return "stale: the mask file changed"
     return None
 
