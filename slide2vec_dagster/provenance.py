@@ -22,6 +22,7 @@ import os
 import platform
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -173,6 +174,16 @@ def _file_sha256(path: Path) -> str:
     return str(record["sha256"])
 
 
+def files_checksum(files: Sequence[Path], root: Path | None = None) -> str:
+    """sha256 of a single file, or over ``<path relative to root>\0<sha256>\n`` lines in name order (root: the
+    files' common folder by default). Each file is read once per process while its stat key holds."""
+    if len(files) == 1 and root is None:
+        return _file_sha256(files[0])
+    root = root if root is not None else Path(os.path.commonpath([str(f) for f in files]))
+    lines = "".join(f"{f.relative_to(root).as_posix()}\0{_file_sha256(f)}\n" for f in sorted(files))
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
 def weights_checksum(path: str | Path) -> str:
     """sha256 of a weights file; for a folder, sha256 over ``<relative path>\\0<sha256>\\n`` of its files in
     name order (hidden entries excepted: the same formula as ``fingerprint`` uses for DICOM folders).
@@ -182,10 +193,7 @@ def weights_checksum(path: str | Path) -> str:
     path = Path(os.path.abspath(path))
     if not path.exists():
         raise FileNotFoundError(f"weights {path} do not exist; check model.weights / model.slide_weights")
-    if path.is_file():
-        return _file_sha256(path)
-    lines = "".join(f"{f.relative_to(path).as_posix()}\0{_file_sha256(f)}\n" for f in _weight_files(path))
-    return hashlib.sha256(lines.encode()).hexdigest()
+    return _file_sha256(path) if path.is_file() else files_checksum(_weight_files(path), root=path)
 
 
 def _hub_cached_file(origin: str, revision: str | None) -> Path | None:

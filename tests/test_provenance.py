@@ -223,3 +223,14 @@ def test_config_history_reports_a_missing_or_edited_version(tmp_path: Path):
     assert resolved is None and "edited" in problem
     write_config_yaml(config_yaml, {"output_dir": "/o"})  # a damaged version is written again
     assert read_config_version(config_yaml, h)[2] is None
+
+
+def test_a_weights_folder_has_one_checksum_for_tile_and_slide_loaders(tmp_path: Path):
+    """The slide loaders checksum the files they read with the same formula as the tile weights'."""
+    folder = tmp_path / "weights"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "model.safetensors").write_bytes(b"weights")
+    (folder / "sub" / "config.json").write_text("{}", encoding="utf-8")
+    files = [folder / "sub" / "config.json", folder / "model.safetensors"]
+    assert provenance.files_checksum(files) == provenance.weights_checksum(folder)
+    assert provenance.files_checksum(files[1:]) == provenance.weights_checksum(files[1])

@@ -17,12 +17,10 @@ Missing weights never fall back to random initialisation: every failure raises
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +59,7 @@ from slide2vec_dagster.encoders.weights_help import (  # re-exported: the loader
     require_slide,
     slide_weights_help,
 )
+from slide2vec_dagster.provenance import files_checksum
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +121,7 @@ class _Loaded:
         ``None`` for weight-free presets. Computed on first call (it reads every byte) and cached.
         """
         if self._sha256 is None and self.weights_files:
-            self._sha256 = _files_sha256(self.weights_files)
+            self._sha256 = files_checksum(self.weights_files)  # cached per file: MOOZY's two encoders share one
         return self._sha256
 
     def lineage(self) -> dict[str, Any]:
@@ -303,21 +302,6 @@ def _tile_size(spec: SlideEncoderSpec, tile_size_lv0: int | None) -> int | None:
     if size <= 0 or size != tile_size_lv0:
         raise ValueError(f"{spec.name}: tile_size_lv0 must be a positive integer, got {tile_size_lv0!r}")
     return size
-
-
-def _files_sha256(files: Sequence[Path]) -> str:
-    def one(path: Path) -> str:
-        digest = hashlib.sha256()
-        with path.open("rb") as handle:
-            for block in iter(partial(handle.read, 1 << 22), b""):
-                digest.update(block)
-        return digest.hexdigest()
-
-    if len(files) == 1:
-        return one(files[0])
-    root = Path(os.path.commonpath([str(f) for f in files]))
-    lines = "".join(f"{f.relative_to(root).as_posix()}\t{one(f)}\n" for f in sorted(files))
-    return hashlib.sha256(lines.encode()).hexdigest()
 
 
 # --------------------------------------------------------------------------- public entry points
