@@ -464,3 +464,16 @@ def test_encoders_run_on_cuda_and_agree_with_the_cpu(moozy, tmp_path):
     wide = torch.randn(9, 1280)
     reference, _ = fake_reference("prism2", tensors, wide)
     torch.testing.assert_close(prism2(wide).embedding.double(), reference, atol=2e-2, rtol=2e-2)
+
+
+def test_the_schedule_preflight_refuses_a_local_copy_of_another_commit_like_the_loader(tmp_path):
+    """Otherwise the backfill would launch and every slide would fail at load with that error."""
+    from slide2vec_dagster.encoders.preflight import check_slide_level
+
+    folder, _ = _fake(tmp_path, "other-commit", in_dim=768, out_dim=768)
+    assert check_slide_level("titan", folder, FAKE_REVISION) == str(folder)
+    metadata = folder / ".cache" / "huggingface" / "download"
+    metadata.mkdir(parents=True)
+    (metadata / "config.json.metadata").write_text(f"{'0' * 40}\netag\n0\n")
+    with pytest.raises(EncoderConfigError, match=f"at commit {'0' * 40}, but model.revision pins {FAKE_REVISION}"):
+        check_slide_level("titan", folder, FAKE_REVISION)

@@ -26,6 +26,7 @@ from slide2vec_dagster.encoders.weights_help import (
     _raise_unavailable,
     _require,
     _short,
+    check_local_revision,
     raise_slide_unavailable,
     require_slide,
     slide_weights_help,
@@ -102,6 +103,8 @@ def check_slide_level(name: str, weights: Path | None, revision: str | None) -> 
             )
         if path.is_dir() and not (path / filename).is_file():
             raise EncoderWeightsError(slide_weights_help(spec, f"{path} holds no {filename}"))
+        if spec.trust_remote_code and path.is_dir() and revision:
+            check_local_revision(spec, path, revision)  # the loader's refusal of a copy of another commit
         return str(path)
     problem = _hub_reachable(spec.weights.repo_id, filename, revision or spec.weights.revision)
     if problem:

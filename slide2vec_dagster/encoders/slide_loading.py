@@ -53,6 +53,7 @@ from slide2vec_dagster.encoders.weights_help import (  # re-exported: the loader
     TRUST_REMOTE_CODE_CONFIG_KEY,
     _hub_errors,
     _short,
+    check_local_revision,
     check_remote_opt_in,
     raise_slide_unavailable,
     remote_code_help,
@@ -518,7 +519,7 @@ def _load_remote(
             raise EncoderWeightsError(
                 slide_weights_help(spec, f"{path} is not a copy of {spec.weights.repo_id} (no config.json)")
             )
-        _check_local_revision(spec, path, revision)
+        check_local_revision(spec, path, revision)
         source, hub_revision, origin = str(path), None, str(path)
     dtype = torch.float32 if build.load_dtype == "float32" else "auto"
     dtype_key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
@@ -549,19 +550,6 @@ def _load_remote(
     model.eval().requires_grad_(False)
     files = _remote_files(spec, weights, revision)
     return model, processor, {"weights_origin": origin, "revision": revision, "weights_files": files}
-
-
-def _check_local_revision(spec: SlideEncoderSpec, path: Path, revision: str) -> None:
-    """``hf download --local-dir`` records the commit of each file; refuse a copy of another commit."""
-    metadata = path / ".cache" / "huggingface" / "download" / "config.json.metadata"
-    if not metadata.is_file():
-        return
-    recorded = metadata.read_text().split("\n", 1)[0].strip()
-    if recorded and recorded != revision:
-        raise EncoderConfigError(
-            f"{path} is a copy of {spec.weights.repo_id if spec.weights else spec.name} at commit {recorded}, but "
-            f"{REVISION_CONFIG_KEY} pins {revision}: download that commit or pin the one you reviewed"
-        )
 
 
 def _remote_step(spec: SlideEncoderSpec, build: RemoteCodeBuild, source: str, step: Callable[[], Any]) -> Any:

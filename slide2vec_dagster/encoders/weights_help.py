@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import NoReturn
 
 from slide2vec_dagster.encoders.errors import EncoderConfigError, EncoderDependencyError
@@ -183,3 +184,16 @@ def raise_slide_unavailable(spec: SlideEncoderSpec) -> NoReturn:
             f"Its official code: {build.install_hint}."
         )
     raise EncoderDependencyError(f"{spec.name!r}: unsupported build {type(build).__name__}")
+
+
+def check_local_revision(spec: SlideEncoderSpec, path: Path, revision: str) -> None:
+    """``hf download --local-dir`` records the commit of each file; refuse a copy of another commit."""
+    metadata = path / ".cache" / "huggingface" / "download" / "config.json.metadata"
+    if not metadata.is_file():
+        return
+    recorded = metadata.read_text().split("\n", 1)[0].strip()
+    if recorded and recorded != revision:
+        raise EncoderConfigError(
+            f"{path} is a copy of {spec.weights.repo_id if spec.weights else spec.name} at commit {recorded}, but "
+            f"{REVISION_CONFIG_KEY} pins {revision}: download that commit or pin the one you reviewed"
+        )
