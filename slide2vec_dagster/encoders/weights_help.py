@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from slide2vec_dagster.encoders.errors import EncoderConfigError, EncoderDependencyError
 from slide2vec_dagster.encoders.slide_spec import SlideEncoderSpec
@@ -49,30 +49,9 @@ def _raise_unavailable(spec: EncoderSpec) -> None:
 
 def weights_help(spec: EncoderSpec, reason: str) -> str:
     """The user-facing message for unavailable weights: which repository, how to fetch it, which key."""
-    source = spec.weights
-    if source is None:
+    if spec.weights is None:
         return f"Encoder {spec.name!r}: {reason}."
-    local = f"/models/{spec.name}"
-    target = f"{local}/{source.filename}" if source.filename else local
-    files = f" {source.filename}" if source.filename else ""
-    gated = (
-        f" The repository is gated: first accept its licence ({source.license}) on {source.url} with the "
-        "Hugging Face account you log in with."
-        if source.gated
-        else f" Licence: {source.license}."
-    )
-    return (
-        f"Weights for encoder {spec.name!r} are not available: {reason}.\n"
-        f"They are published in the Hugging Face repository {source.repo_id!r} ({source.url}).{gated}\n"
-        "Download them once on a machine with internet access:\n"
-        "    huggingface-cli login\n"
-        f"    huggingface-cli download {source.repo_id}{files} --local-dir {local}\n"
-        f"(huggingface_hub >= 1.0 names the CLI `hf`: hf auth login; hf download {source.repo_id}{files} "
-        f"--local-dir {local}),\n"
-        f"then point the pipeline at that copy with the config key\n"
-        f"    {WEIGHTS_CONFIG_KEY}: {target}\n"
-        "(or pre-fill the Hugging Face cache (HF_HOME / HF_HUB_CACHE) and run with HF_HUB_OFFLINE=1)."
-    )
+    return _download_help(f"encoder {spec.name!r}", spec.name, spec.weights, reason, WEIGHTS_CONFIG_KEY)
 
 
 def _hub_errors() -> tuple[type[BaseException], ...]:
@@ -114,28 +93,32 @@ def check_remote_opt_in(spec: SlideEncoderSpec, trust_remote_code: bool, revisio
 
 
 def slide_weights_help(spec: SlideEncoderSpec, reason: str) -> str:
-    """The user-facing message for unavailable weights: which repository, how to fetch it, which key."""
-    source = spec.weights
-    if source is None:
+    """The same message for a slide or patient model (its own key; remote code also names the pin)."""
+    if spec.weights is None:
         return f"{spec.level.capitalize()} encoder {spec.name!r}: {reason}."
-    local = f"/models/{spec.name}"
-    files = f" {source.filename}" if source.filename else ""
-    target = f"{local}/{source.filename}" if source.filename else local
-    pin = f" --revision {source.revision or '<commit>'}" if spec.trust_remote_code else ""
-    gated = (
-        f" The repository is gated: first accept its licence ({source.license}) on {source.url} with the "
-        "Hugging Face account you log in with."
-        if source.gated
-        else f" Licence: {source.license}."
-    )
+    pin = f" --revision {spec.weights.revision or '<commit>'}" if spec.trust_remote_code else ""
     remote = (
         f"\nIt runs the repository's own code: also set {TRUST_REMOTE_CODE_CONFIG_KEY}: true and "
         f"{REVISION_CONFIG_KEY}: <the same commit>."
         if spec.trust_remote_code
         else ""
     )
+    what = f"{spec.level} encoder {spec.name!r}"
+    return _download_help(what, spec.name, spec.weights, reason, SLIDE_WEIGHTS_CONFIG_KEY, pin) + remote
+
+
+def _download_help(what: str, name: str, source: Any, reason: str, config_key: str, pin: str = "") -> str:
+    local = f"/models/{name}"
+    files = f" {source.filename}" if source.filename else ""
+    target = f"{local}/{source.filename}" if source.filename else local
+    gated = (
+        f" The repository is gated: first accept its licence ({source.license}) on {source.url} with the "
+        "Hugging Face account you log in with."
+        if source.gated
+        else f" Licence: {source.license}."
+    )
     return (
-        f"Weights for {spec.level} encoder {spec.name!r} are not available: {reason}.\n"
+        f"Weights for {what} are not available: {reason}.\n"
         f"They are published in the Hugging Face repository {source.repo_id!r} ({source.url}).{gated}\n"
         "Download them once on a machine with internet access:\n"
         "    hf auth login\n"
@@ -143,8 +126,8 @@ def slide_weights_help(spec: SlideEncoderSpec, reason: str) -> str:
         f"(huggingface_hub < 1.0 names the CLI huggingface-cli: huggingface-cli login; "
         f"huggingface-cli download {source.repo_id}{files}{pin} --local-dir {local}),\n"
         f"then point the pipeline at that copy with the config key\n"
-        f"    {SLIDE_WEIGHTS_CONFIG_KEY}: {target}\n"
-        f"(or pre-fill the Hugging Face cache (HF_HOME / HF_HUB_CACHE) and run with HF_HUB_OFFLINE=1).{remote}"
+        f"    {config_key}: {target}\n"
+        "(or pre-fill the Hugging Face cache (HF_HOME / HF_HUB_CACHE) and run with HF_HUB_OFFLINE=1)."
     )
 
 
