@@ -40,8 +40,7 @@ def build_cohort_sensor(config: PlatformConfig, jobs: list[UnresolvedAssetJobDef
         if orphans:
             context.log.warning(f"marked {len(orphans)} run(s) failed whose process had died: {orphans}")
         ensure_gpu_pool(context.instance, config)
-        current = zip(config.manifests, manifest_stamps(config.manifests), strict=True)
-        stamps = json.dumps([[str(path), *stamp] for path, stamp in current])
+        stamps = _stamps_cursor(config.manifests)
         if context.cursor == stamps:
             return SkipReason("manifests unchanged since the last evaluation")
         # A broken manifest raises here: the tick fails with the message naming the file and row,
@@ -54,7 +53,7 @@ def build_cohort_sensor(config: PlatformConfig, jobs: list[UnresolvedAssetJobDef
         batch = new[: config.execution.max_runs_per_tick]
         # Registered here, in chunks, rather than through the tick's partition requests: the daemon adds those
         # one key (and query) at a time and re-checks each run request against them (benchmarks/scale.py).
-        new_samples, new_patients = register(context.instance, {sid: slides[sid] for sid in batch})
+        new_samples, new_patients = register(context.instance, {sid: slides[sid] for sid in batch}, known)
         # Dagster then checks each run request's partition key, one query per key unless the context's loader
         # already knows it (6.6 ms a key on Postgres: 33 s for 5,000 requests). Tell it in one query.
         loader = context.caching_dynamic_partitions_loader
@@ -62,9 +61,7 @@ def build_cohort_sensor(config: PlatformConfig, jobs: list[UnresolvedAssetJobDef
             loader.get_existing_dynamic_partitions(sample_partitions.name, new_samples)
         # Rows registered before and edited since (a new spacing, a replaced file): their data versions. A
         # slide's first version is recorded by its own run (its first step observes it), not here.
-        observations = changed_slide_observations(
-            context.instance, [entry for sid, entry in slides.items() if sid in known], known
-        )
+        observations = changed_slide_observations(context.instance, slides.values(), known)
         # The daemon records a tick's observations one at a time (16 ms each on Postgres): at most
         # max_runs_per_tick a tick too, or an edit of a whole cohort (a moved folder) would make one tick of
         # half an hour and a result past gRPC's 100 MB. The rest come on the next ticks (cursor held back).
@@ -96,12 +93,9 @@ def build_cohort_sensor(config: PlatformConfig, jobs: list[UnresolvedAssetJobDef
     return cohort_sensor
 
 
-def _stat(path: Path) -> list[int]:
-    try:
-        stat = path.stat()
-        return [stat.st_mtime_ns, stat.st_size]
-    except FileNotFoundError:
-        return [-1, -1]
+def _stamps_cursor(paths: list[Path]) -> str:
+    """A sensor cursor that changes when any of the files does: (path, mtime_ns, size) per file."""
+    return json.dumps([[str(path), *stamp] for path, stamp in zip(paths, manifest_stamps(paths), strict=True)])
 
 
 def build_patient_sensor(config: PlatformConfig, jobs: list[UnresolvedAssetJobDefinition]) -> SensorDefinition | None:
@@ -125,10 +119,7 @@ def build_patient_sensor(config: PlatformConfig, jobs: list[UnresolvedAssetJobDe
         platform = PlatformResource(config_path=str(config.source_path))
         layouts = {p: platform.layout(p) for p in pipelines}
         # Every slide run rewrites its pipeline's process list: its stamp says whether anything moved.
-        stamps = json.dumps(
-            [[str(m), *s] for m, s in zip(config.manifests, manifest_stamps(config.manifests), strict=True)]
-            + [[str(layouts[p].process_list), *_stat(layouts[p].process_list)] for p in pipelines]
-        )
+        stamps = _stamps_cursor([*config.manifests, *(layouts[p].process_list for p in pipelines)])
         if context.cursor == stamps:
             return SkipReason("manifests and process lists unchanged since the last evaluation")
         registered = set(context.instance.get_dynamic_partitions(patient_partitions.name))
