@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -236,6 +236,7 @@ class _Tracer:
         self.lookup = lookup
         self.layout = layout
         self._runs: dict[str, RunRef] = {}
+        self._fingerprints: dict[str, dict[str, Any]] = {}
         self.run_infos: dict[str, RunInfo] = {}
 
     def run(self, run_id: Any) -> RunRef | None:
@@ -265,7 +266,9 @@ class _Tracer:
         if not Path(path).exists():
             return Source(role, path, False, False, "MISSING: the file is gone or was moved", fingerprint=record)
         try:
-            now = fp.fingerprint(path, record)
+            # Once per file per trace: a patient's slides appear at the top and again under each upstream, and a
+            # changed multi-GB slide is read in full.
+            now = self._fingerprints.get(path) or self._fingerprints.setdefault(path, fp.fingerprint(path, record))
         except OSError as exc:
             return Source(role, path, True, False, f"UNREADABLE now ({exc})", fingerprint=record)
         if now["sha256"] == record.get("sha256"):
@@ -319,40 +322,64 @@ class _Tracer:
         )
 
     def tile_embeddings(self, sample_id: str, made_from_coordinates: Any) -> Source:
-        meta_path = self.layout.embedding_meta(TILE_KIND, sample_id)
-        meta, problem = _read_json(meta_path)
-        if meta is None:
-            return Source(TILE_KIND, str(meta_path), False, False, f"no sidecar: {problem}")
-        section = meta.get("provenance") or {}
-        payload = self.layout.embedding_payload(TILE_KIND, sample_id, str(meta.get("format", "pt")))
-        recorded = section.get("coordinates_inputs_fingerprint")
-        if made_from_coordinates is None:
-            current, detail = None, "the slide's tile embeddings"
-        elif recorded == made_from_coordinates:
-            current, detail = True, "tile embeddings of the same coordinates it was made from"
-        else:
-            current, detail = False, "REWRITTEN since: the tile embeddings now on disk come from other coordinates"
-        upstream = [self.coordinates(sample_id, recorded, section.get("coordinates_run_id"), meta)]
-        return Source(
-            TILE_KIND, str(payload), payload.exists(), current, detail, self.run(section.get("run_id")), None, upstream
+        return self._payload(
+            TILE_KIND,
+            sample_id,
+            made_from_coordinates,
+            "coordinates_inputs_fingerprint",
+            (
+                "the slide's tile embeddings",
+                "tile embeddings of the same coordinates it was made from",
+                "REWRITTEN since: the tile embeddings now on disk come from other coordinates",
+            ),
+            lambda meta, section: [
+                self.coordinates(
+                    sample_id, section.get("coordinates_inputs_fingerprint"), section.get("coordinates_run_id"), meta
+                )
+            ],
         )
 
     def slide_embedding(self, sample_id: str, made_from: Any) -> Source:
-        meta_path = self.layout.embedding_meta(SLIDE_KIND, sample_id)
+        return self._payload(
+            SLIDE_KIND,
+            sample_id,
+            made_from,
+            "inputs_fingerprint",
+            (
+                "the slide's embedding (nothing recorded to compare it with)",
+                "the slide embedding it was made from",
+                "REWRITTEN since: the slide embedding now on disk comes from other inputs",
+            ),
+            lambda _meta, section: self.slide_upstream(sample_id, section),
+        )
+
+    def _payload(
+        self,
+        kind: str,
+        sample_id: str,
+        made_from: Any,
+        recorded_key: str,
+        wording: tuple[str, str, str],
+        upstream: Callable[[dict[str, Any], dict[str, Any]], list[Source]],
+    ) -> Source:
+        """A slide's payload as a source of what a downstream file was made from: current when its sidecar's
+        ``recorded_key`` is the value the downstream recorded (``made_from``; None: nothing to compare)."""
+        meta_path = self.layout.embedding_meta(kind, sample_id)
         meta, problem = _read_json(meta_path)
         if meta is None:
-            return Source(SLIDE_KIND, str(meta_path), False, False, f"no sidecar: {problem}")
+            return Source(kind, str(meta_path), False, False, f"no sidecar: {problem}")
         section = meta.get("provenance") or {}
-        payload = self.layout.embedding_payload(SLIDE_KIND, sample_id, str(meta.get("format", "pt")))
+        payload = self.layout.embedding_payload(kind, sample_id, str(meta.get("format", "pt")))
+        unknown, same, rewritten = wording
         if made_from is None:
-            current, detail = None, "the slide's embedding (nothing recorded to compare it with)"
-        elif section.get("inputs_fingerprint") == made_from:
-            current, detail = True, "the slide embedding it was made from"
+            current, detail = None, unknown
+        elif section.get(recorded_key) == made_from:
+            current, detail = True, same
         else:
-            current, detail = False, "REWRITTEN since: the slide embedding now on disk comes from other inputs"
+            current, detail = False, rewritten
         return Source(
-            SLIDE_KIND, str(payload), payload.exists(), current, detail, self.run(section.get("run_id")), None,
-            self.slide_upstream(sample_id, section),
+            kind, str(payload), payload.exists(), current, detail, self.run(section.get("run_id")), None,
+            upstream(meta, section),
         )  # fmt: skip
 
     def slide_upstream(self, sample_id: str, section: dict[str, Any]) -> list[Source]:
