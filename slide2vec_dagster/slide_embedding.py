@@ -99,16 +99,18 @@ def reusable_embedding(
     layout: OutputLayout,
     fingerprint: str,
     expected_shape: tuple[int, ...],
+    recorded_key: str = "inputs_fingerprint",
 ) -> dict | None:
-    """The sidecar of an embedding already on disk, if it was made from the same inputs AND its payload
-    loads with the shape and dtype the sidecar promises. Anything unreadable means: compute again."""
+    """The sidecar of an embedding already on disk, if it was made from the same inputs (its provenance's
+    ``recorded_key`` is ``fingerprint``) AND its payload loads with the shape and dtype the sidecar promises.
+    Anything unreadable means: compute again."""
     payload = layout.embedding_payload(kind, sample_id, pipeline.output_format)
     meta_path = layout.embedding_meta(kind, sample_id)
     if not (payload.exists() and meta_path.exists()):
         return None
     try:
         meta = read_meta(meta_path)
-        if meta.get("provenance", {}).get("inputs_fingerprint") != fingerprint:
+        if meta.get("provenance", {}).get(recorded_key) != fingerprint:
             return None
         features = read_embedding(payload)
         if tuple(features.shape) != expected_shape or feature_dtype_name(features.dtype) != meta.get("feature_dtype"):

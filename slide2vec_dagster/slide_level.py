@@ -350,21 +350,7 @@ class PatientOutcome:
 def _patient_reusable(
     patient_id: str, pipeline: PipelineConfig, layout: OutputLayout, key: str, dim: int
 ) -> dict[str, Any] | None:
-    payload = layout.embedding_payload(PATIENT_KIND, patient_id, pipeline.output_format)
-    meta_path = layout.embedding_meta(PATIENT_KIND, patient_id)
-    if not (payload.exists() and meta_path.exists()):
-        return None
-    try:
-        meta = read_meta(meta_path)
-        if meta.get("provenance", {}).get("inputs_key") != key:
-            return None
-        embedding = read_embedding(payload)
-        if tuple(embedding.shape) != (dim,) or feature_dtype_name(embedding.dtype) != meta.get("feature_dtype"):
-            return None
-    except Exception as exc:
-        logger.warning("%s: %s is unreadable (%s); computing again", patient_id, payload, exc)
-        return None
-    return meta
+    return reusable_embedding(PATIENT_KIND, patient_id, pipeline, layout, key, (dim,), recorded_key="inputs_key")
 
 
 def _slide_embedding_for_patient(entry: SlideEntry, pipeline: PipelineConfig, layout: OutputLayout) -> torch.Tensor:

@@ -21,13 +21,9 @@ from dagster import (
 )
 
 from slide2vec_dagster.config import PlatformConfig
-from slide2vec_dagster.defs.asset_keys import (
-    embedding_asset_key,
-    patient_asset_key,
-    slide_asset_keys,
-    tiling_asset_keys,
-)
+from slide2vec_dagster.defs.asset_keys import patient_asset_key, pipeline_asset_keys
 from slide2vec_dagster.defs.partitions import patient_partitions, sample_partitions
+from slide2vec_dagster.defs.run_results import step_failure_message
 from slide2vec_dagster.lineage import RunInfo
 from slide2vec_dagster.status import FailureInfo, PartitionStates
 
@@ -37,11 +33,7 @@ DEFAULT_UI_URL = "http://127.0.0.1:3000"
 def pipeline_assets(config: PlatformConfig, pipeline: str) -> list[tuple[str, str]]:
     """``(asset name, partitions name)`` of every asset of ``pipeline``, in graph order: the asset keys
     are decided in ``asset_keys.py`` only."""
-    keys = tiling_asset_keys(pipeline, config)
-    embedding = embedding_asset_key(pipeline, config)
-    keys += [embedding] if embedding else []
-    keys += slide_asset_keys(pipeline, config)
-    assets = [(key.path[-1], sample_partitions.name) for key in keys]
+    assets = [(key.path[-1], sample_partitions.name) for key in pipeline_asset_keys(pipeline, config)]
     patient = patient_asset_key(pipeline, config)
     return assets + ([(patient.path[-1], patient_partitions.name)] if patient else [])
 
@@ -113,14 +105,9 @@ class InstanceQueries:
         messages: list[str] = []
         for entry in self.instance.all_logs(run_id, of_type=DagsterEventType.STEP_FAILURE):
             event = entry.dagster_event
-            data = event.step_failure_data if event is not None else None
-            if data is None:
-                continue
-            user = data.user_failure_data
-            if user is not None and "error" in user.metadata:
-                messages.append(str(user.metadata["error"].value))
-            elif data.error is not None:
-                messages.append(" ".join(data.error.message.split()))
+            message = step_failure_message(event.step_failure_data) if event is not None else None
+            if message:
+                messages.append(message)
         return "; ".join(dict.fromkeys(messages)) or "the run failed before the step ran (see the run in the UI)"
 
 

@@ -4,6 +4,7 @@ a concurrent or later run may have changed)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from dagster import ExecuteInProcessResult
 
@@ -15,6 +16,17 @@ class RunOutcome:
     num_tiles: object
     encoder: str  # the encoders that ran, tile first ("baseline-color-texture + mean-pool")
     num_slides: object = None  # patient runs
+
+
+def step_failure_message(data: Any) -> str | None:
+    """A failed step's message: our steps put the slide's ``<Type>: <message>`` in the Failure's ``error``
+    metadata; anything else has Dagster's error."""
+    if data is None:
+        return None
+    user = data.user_failure_data
+    if user is not None and "error" in user.metadata:
+        return str(user.metadata["error"].value)
+    return " ".join(data.error.message.split()) if data.error is not None else None
 
 
 def run_outcome(result: ExecuteInProcessResult) -> RunOutcome:
@@ -36,14 +48,7 @@ def run_outcome(result: ExecuteInProcessResult) -> RunOutcome:
             encoders.append(str(metadata["encoder"].value))
     encoder = " + ".join(encoders)
     if not result.success:
-        errors = []
-        for failure in result.get_step_failure_events():
-            data = failure.step_failure_data
-            user = data.user_failure_data
-            if user is not None and "error" in user.metadata:
-                errors.append(str(user.metadata["error"].value))
-            elif data.error is not None:
-                errors.append(" ".join(data.error.message.split()))
+        errors = [m for f in result.get_step_failure_events() if (m := step_failure_message(f.step_failure_data))]
         error = "; ".join(errors) or "the run failed before its steps started"
         return RunOutcome("failed", error, num_tiles, encoder, num_slides)
     status = "done" if "done" in statuses or not statuses else "skipped"
